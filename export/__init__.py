@@ -1,0 +1,1 @@
+"""Export of trained PyTorch models to self-describing ONNX files."""

@@ -1,0 +1,1 @@
+"""Shipped default models (small ONNX files) and their model cards."""

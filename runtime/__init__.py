@@ -1,0 +1,1 @@
+"""Inference runtime: ONNX model, metadata contract, tiling, TIFF I/O and the CLI. No torch."""

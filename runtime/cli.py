@@ -1,0 +1,306 @@
+"""The ``zsdeconvnet`` command line.
+
+Commands that need PyTorch (``train``, ``export``, ...) live outside the runtime and are
+imported only when called, so ``zsdeconvnet predict`` starts without torch installed.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .. import __version__
+from .errors import InputError
+
+#: name -> (module:attribute, one-line help, needs the train extra)
+COMMANDS: dict[str, tuple[str, str, bool]] = {
+    "predict": ("zsdeconvnet.runtime.cli:predict", "Restore images with a model file.", False),
+    "info": ("zsdeconvnet.runtime.cli:info", "Describe a model file and the runtime.", False),
+}
+
+
+def register(name: str, target: str, help_text: str, needs_torch: bool) -> None:
+    """Add a lazily imported command (used by the modules that define them)."""
+    COMMANDS[name] = (target, help_text, needs_torch)
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when the command runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        target, help_text, needs_torch = COMMANDS[name]
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            missing = getattr(err, "name", "") or ""
+            if needs_torch and missing.split(".")[0] in {
+                "torch",
+                "onnx",
+                "onnxscript",
+                "scipy",
+                "skimage",
+                "matplotlib",
+            }:
+                return _missing_extra(name, help_text, missing)
+            raise
+        return getattr(module, attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _missing_extra(name: str, help_text: str, missing: str) -> click.Command:
+    @click.command(name=name, help=help_text, context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def stub(args: tuple[str, ...]) -> None:
+        raise click.ClickException(
+            f"'{name}' needs the training dependencies ({missing} is not installed); "
+            "install them with: pip install torch==2.13.0 'zsdeconvnet[train]'"
+        )
+
+    return stub
+
+
+def friendly_errors(func):
+    """Turn :class:`InputError` into one ``Error: ...`` line and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except InputError as err:
+            click.echo(f"Error: {err}", err=True)
+            sys.exit(2)
+        except OSError as err:  # disk full, permissions, ... while writing
+            where = f"'{err.filename}': " if err.filename else ""
+            click.echo(f"Error: {where}{err.strerror or err}; no partial output was kept", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; no partial output was kept.", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="zsdeconvnet")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """ZS-DeconvNet: zero-shot denoising and super-resolution for fluorescence microscopy.
+
+    Train on one noisy image and its PSF, export one ONNX file, restore images anywhere.
+
+    \b
+    Examples:
+      zsdeconvnet predict model.onnx cell.tif -o cell_sr.tif
+      zsdeconvnet info model.onnx
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s: %(message)s")
+
+
+def expand_inputs(patterns: tuple[str, ...]) -> list[Path]:
+    """Files from paths, directories (their ``.tif``/``.tiff``) and glob patterns, in order."""
+    found: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+        elif any(ch in pattern for ch in "*?["):
+            found += sorted(Path(p) for p in glob.glob(pattern))
+        else:
+            found.append(path)
+    if not found:
+        raise InputError(f"no input files match {' '.join(patterns)}; check the paths")
+    return found
+
+
+def output_plan(
+    inputs: list[Path], output: Path, denoised: Path | None
+) -> list[tuple[Path, Path, Path | None]]:
+    """Pair each input with its output paths (a directory when there are several inputs)."""
+    if len(inputs) == 1 and not output.is_dir():
+        return [(inputs[0], output, denoised)]
+    if output.exists() and not output.is_dir():
+        raise InputError(
+            f"{len(inputs)} inputs need -o to be a directory, but '{output}' is a file"
+        )
+    if denoised is not None and denoised.exists() and not denoised.is_dir():
+        raise InputError(
+            f"with several inputs --denoised must be a directory, '{denoised}' is a file"
+        )
+    output.mkdir(parents=True, exist_ok=True)
+    if denoised is not None:
+        denoised.mkdir(parents=True, exist_ok=True)
+    names = [p.name for p in inputs]
+    if len(set(names)) != len(names):
+        raise InputError("several inputs share a file name; their outputs would collide")
+    return [(p, output / p.name, denoised / p.name if denoised else None) for p in inputs]
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output TIFF (one input) or directory (several inputs).",
+)
+@click.option(
+    "--denoised",
+    type=click.Path(path_type=Path),
+    help="Also write stage 1's denoised image here (file or directory).",
+)
+@click.option(
+    "--tile",
+    default=256,
+    show_default=True,
+    type=int,
+    help="Tile size in y and x (input px); 0 = whole frame.",
+)
+@click.option(
+    "--tile-z", default=0, type=int, help="Tile size in z for 3D models; 0 = whole depth."
+)
+@click.option(
+    "--overlap",
+    type=int,
+    default=None,
+    help="Context per tile side in px; default: the model's halo (exact, seam-free).",
+)
+@click.option("--batch", default=4, show_default=True, type=int, help="Tiles per inference call.")
+@click.option(
+    "--provider",
+    type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
+    default="auto",
+    show_default=True,
+    help="onnxruntime execution provider.",
+)
+@click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
+@click.option(
+    "--padding",
+    type=click.Choice(["reflect", "edge"]),
+    default="reflect",
+    show_default=True,
+    help="How the image is extended beyond its border.",
+)
+@click.option(
+    "--channel",
+    type=int,
+    default=None,
+    help="Channel of a multi-channel file (default: the model's training channel).",
+)
+@click.option(
+    "--rescale",
+    is_flag=True,
+    help="Write uint16 rescaled to percentiles 3-100 (the reference's output).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@friendly_errors
+def predict(
+    model,
+    inputs,
+    output,
+    denoised,
+    tile,
+    tile_z,
+    overlap,
+    batch,
+    provider,
+    threads,
+    padding,
+    channel,
+    rescale,
+    overwrite,
+    quiet,
+):
+    """Restore INPUTS (TIFF files, directories or glob patterns) with MODEL.
+
+    Writes the deconvolved (super-resolved) image, float32 in input intensity units, with
+    pixel sizes halved in y and x. Tiles overlap by the model's halo, so the result has no
+    seams and equals an untiled pass.
+
+    \b
+    Examples:
+      zsdeconvnet predict model.onnx cell.tif -o cell_sr.tif --denoised cell_dn.tif
+      zsdeconvnet predict model.onnx 'movie/*.tif' -o restored/ --provider cuda
+    """
+    from .model import Model
+    from .predict import PredictOptions, Predictor
+
+    options = PredictOptions(
+        tile=tile or None,
+        tile_z=tile_z or None,
+        overlap=overlap,
+        batch=batch,
+        pad_mode=padding,
+        channel=channel,
+        rescale=rescale,
+        progress=not quiet,
+    )
+    files = expand_inputs(inputs)
+    jobs = output_plan(files, output, denoised)
+    loaded = Model(model, provider=provider, threads=threads)
+    click.echo(
+        f"model {model.name}: {loaded.metadata.ndim}D, running on {loaded.active_provider}",
+        err=True,
+    )
+    Predictor(loaded, options).predict_files(jobs, overwrite=overwrite)
+    for _, out, den in jobs:
+        click.echo(f"wrote {out}" + (f" and {den}" if den else ""), err=True)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--provider",
+    type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
+    default="auto",
+    show_default=True,
+)
+@friendly_errors
+def info(model, provider):
+    """Describe MODEL (its metadata contract) and which execution provider would run it.
+
+    \b
+    Example:
+      zsdeconvnet info models/nuclei2d.onnx
+    """
+    import onnxruntime as ort
+
+    from .model import Model, installed_onnxruntime_distributions
+
+    loaded = Model(model, provider=provider)
+    click.echo(f"model          : {model} ({os.path.getsize(model) / 1e6:.1f} MB)")
+    click.echo(loaded.metadata.summary())
+    click.echo(f"onnxruntime    : {ort.__version__}, available {ort.get_available_providers()}")
+    click.echo(f"runs on        : {loaded.active_provider}")
+    dists = installed_onnxruntime_distributions()
+    if len(dists) > 1:
+        click.echo(
+            f"warning        : several onnxruntime packages are installed ({', '.join(dists)}); "
+            "they overwrite each other. Uninstall all, then install one "
+            "(README, 'GPU install').",
+            err=True,
+        )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

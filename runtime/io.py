@@ -1,0 +1,261 @@
+"""TIFF / OME-TIFF / ImageJ-TIFF reading and writing with axes and pixel sizes.
+
+Images are kept as ``(array, axes)`` where ``axes`` uses tifffile's letters (``T`` time,
+``C`` channel, ``Z`` depth, ``Y``, ``X``). Arrays are memory-mapped when the file allows it,
+so images larger than RAM stream tile by tile. Every file is written under a temporary name
+in the destination folder and renamed when complete: no half-written outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from .errors import InputError, describe
+
+_UNIT_TO_NM = {
+    "nm": 1.0,
+    "nanometer": 1.0,
+    "um": 1e3,
+    "µm": 1e3,
+    "\u03bcm": 1e3,
+    "micron": 1e3,
+    "microns": 1e3,
+    "micrometer": 1e3,
+    "mm": 1e6,
+    "m": 1e9,
+}
+IMAGEJ_ORDER = "TZCYXS"
+
+
+@dataclass
+class Image:
+    """A pixel array with its axes and physical pixel sizes.
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        Pixels, possibly a read-only memory map.
+    axes : str
+        One letter per array axis (tifffile convention), e.g. ``"YX"``, ``"TYX"``, ``"ZYX"``.
+    pixel_size_nm : dict
+        Known pixel sizes per spatial axis letter (``"X"``, ``"Y"``, ``"Z"``), in nm.
+    path : pathlib.Path or None
+        Where it was read from.
+    """
+
+    data: np.ndarray
+    axes: str
+    pixel_size_nm: dict[str, float] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def _check_complete(tif: tifffile.TiffFile, path: Path) -> None:
+    """Refuse a truncated file (tifffile would silently fill the missing part with zeros)."""
+    size = path.stat().st_size
+    for page in tif.pages:
+        offsets = getattr(page, "dataoffsets", ()) or ()
+        counts = getattr(page, "databytecounts", ()) or ()
+        if any(o + c > size for o, c in zip(offsets, counts)):
+            raise InputError(
+                f"{describe(path)} is truncated ({size} bytes, but its pixel data runs past the "
+                "end); copy the file again"
+            )
+
+
+def _imagej_pixel_sizes(tif: tifffile.TiffFile) -> dict[str, float]:
+    meta = tif.imagej_metadata or {}
+    unit = str(meta.get("unit", "")).strip().lower().replace("\\u00b5", "µ")
+    factor = _UNIT_TO_NM.get(unit)
+    if factor is None:
+        return {}
+    sizes = {}
+    page = tif.pages.first
+    for axis, tag in (("X", "XResolution"), ("Y", "YResolution")):
+        value = page.tags.get(tag)
+        if value is not None:
+            num, den = value.value
+            if num > 0 and den > 0:
+                sizes[axis] = den / num * factor
+    if meta.get("spacing"):
+        sizes["Z"] = float(meta["spacing"]) * factor
+    return sizes
+
+
+def _ome_pixel_sizes(tif: tifffile.TiffFile) -> dict[str, float]:
+    with contextlib.suppress(ET.ParseError, TypeError):
+        root = ET.fromstring(tif.ome_metadata)
+        pixels = next(el for el in root.iter() if el.tag.endswith("Pixels"))
+        sizes = {}
+        for axis in "XYZ":
+            value = pixels.get(f"PhysicalSize{axis}")
+            unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")
+            factor = _UNIT_TO_NM.get(unit.lower(), None)
+            if value is not None and factor is not None and float(value) > 0:
+                sizes[axis] = float(value) * factor
+        return sizes
+    return {}
+
+
+def read_image(path: str | os.PathLike, memmap: bool = True) -> Image:
+    """Read a TIFF with its axes and pixel sizes.
+
+    Parameters
+    ----------
+    path : path-like
+        TIFF, OME-TIFF or ImageJ hyperstack.
+    memmap : bool
+        Memory-map the pixels when the file is uncompressed and contiguous (bounded memory);
+        otherwise they are read into RAM.
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable, truncated or RGB files.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{describe(path)} does not exist; check the path")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            _check_complete(tif, path)
+            series = tif.series[0]
+            axes = series.axes
+            sizes = _ome_pixel_sizes(tif) if tif.is_ome else _imagej_pixel_sizes(tif)
+            data = None
+            if memmap and series.dataoffset is not None:
+                with contextlib.suppress(ValueError, OSError):
+                    data = tifffile.memmap(path, series=0, mode="r")
+            if data is None:
+                data = series.asarray()
+    except InputError:
+        raise
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as err:
+        raise InputError(
+            f"{describe(path)} is not a readable TIFF ({str(err)[:120]}); give a TIFF, "
+            "OME-TIFF or ImageJ TIFF file"
+        ) from None
+    axes = _normalise_axes(axes, data.shape, path)
+    return Image(data=data, axes=axes, pixel_size_nm=sizes, path=path)
+
+
+def _normalise_axes(axes: str, shape: tuple[int, ...], path: Path) -> str:
+    axes = axes.upper()
+    if "S" in axes and shape[axes.index("S")] > 1:
+        raise InputError(
+            f"{describe(path)} is an RGB/multi-sample image; fluorescence data must be one "
+            "grey channel per plane (split the channels in Fiji: Image > Color > Split Channels)"
+        )
+    # tifffile names unknown leading axes Q/I; they are frames for us.
+    axes = re.sub("[QI]", "T", axes)
+    if len(set(axes)) != len(axes):
+        raise InputError(f"{describe(path)} has ambiguous axes {axes!r}; save it as an ImageJ TIFF")
+    if not axes.endswith("YX"):
+        raise InputError(f"{describe(path)} has axes {axes!r}; the last two must be YX")
+    return axes
+
+
+def _writer_kwargs(axes: str, pixel_size_nm: dict[str, float], large: bool = False) -> dict:
+    """tifffile keyword arguments: ImageJ hyperstack when the axes allow, else OME-TIFF.
+
+    ``large`` (over 4 GB) forces a BigTIFF OME file: ImageJ hyperstacks cannot exceed 4 GB.
+    """
+    x_um = pixel_size_nm.get("X", 0) / 1e3
+    y_um = pixel_size_nm.get("Y", x_um * 1e3) / 1e3
+    z_um = pixel_size_nm.get("Z", 0) / 1e3
+    order = [IMAGEJ_ORDER.find(a) for a in axes]
+    if not large and all(i >= 0 for i in order) and order == sorted(order) and "S" not in axes:
+        kwargs: dict = {"imagej": True, "metadata": {"axes": axes}}
+        if x_um > 0:
+            kwargs["resolution"] = (1.0 / x_um, 1.0 / y_um)
+            kwargs["metadata"]["unit"] = "um"
+        if z_um > 0:
+            kwargs["metadata"]["spacing"] = z_um
+        return kwargs
+    meta: dict = {"axes": axes}
+    for axis, value in (("X", x_um), ("Y", y_um), ("Z", z_um)):
+        if value > 0:
+            meta[f"PhysicalSize{axis}"] = value
+            meta[f"PhysicalSize{axis}Unit"] = "µm"
+    return {"ome": True, "bigtiff": large, "metadata": meta}
+
+
+def temporary_path(path: Path) -> Path:
+    """A hidden temporary name beside ``path`` (same filesystem, so rename is atomic)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.partial")
+
+
+def check_writable(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Fail early, before any work, when ``path`` cannot or must not be written."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"output {describe(path)} already exists; use --overwrite to replace it")
+    if path.is_dir():
+        raise InputError(f"output {describe(path)} is a directory; give a file name")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"output folder {describe(folder)} does not exist; create it first")
+    probe = temporary_path(path)
+    try:  # os.access is not enough (root, read-only mounts, ACLs): really try
+        probe.open("wb").close()
+        probe.unlink()
+    except OSError as err:
+        raise InputError(
+            f"output folder {describe(folder)} is not writable ({err.strerror}); choose another -o"
+        ) from None
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path; rename it to ``path`` only if the block succeeds."""
+    path = Path(path)
+    tmp = temporary_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_tiff(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    axes: str,
+    pixel_size_nm: dict[str, float] | None = None,
+) -> None:
+    """Write ``data`` atomically as an ImageJ (or OME) TIFF carrying axes and pixel sizes."""
+    with atomic_output(path) as tmp:
+        tifffile.imwrite(tmp, data, **_writer_kwargs(axes, pixel_size_nm or {}))
+
+
+@contextlib.contextmanager
+def memmap_output(
+    path: str | os.PathLike,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    axes: str,
+    pixel_size_nm: dict[str, float] | None = None,
+) -> Iterator[np.ndarray]:
+    """Create a TIFF as a writable memory map under a temporary name; rename on success.
+
+    Memory stays bounded by what is touched, not by the image size.
+    """
+    with atomic_output(path) as tmp:
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        kwargs = _writer_kwargs(axes, pixel_size_nm or {}, large=nbytes > 2**32 - 2**25)
+        array = tifffile.memmap(tmp, shape=shape, dtype=dtype, **kwargs)
+        try:
+            yield array
+            array.flush()
+        finally:
+            del array

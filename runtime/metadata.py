@@ -1,0 +1,191 @@
+"""The model-file contract: what an exported ONNX model says about itself.
+
+Export writes these fields into the ONNX ``metadata_props`` (one JSON value per key, keys
+prefixed ``zsdeconvnet.``); the runtime reads and validates them here. The schema lives in the
+runtime (the reader) and export imports it (the writer), so the two can never disagree.
+
+Axes convention: spatial axes only, in array order, ``"YX"`` for 2D models and ``"ZYX"`` for 3D.
+Every per-axis tuple below follows that order. Lengths are in nanometres.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import InputError
+
+#: Version of this schema. Bump it on any incompatible change and keep readers for old ones.
+FORMAT_VERSION = 1
+#: Versions this runtime can read.
+SUPPORTED_VERSIONS = (1,)
+KEY_PREFIX = "zsdeconvnet."
+
+INPUT_NAME = "input"
+OUTPUT_NAMES = ("denoised", "deconvolved")
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How raw pixel values map to the network's input domain.
+
+    ``x_norm = (x - p_low) / (p_high - p_low)`` with the percentiles taken over a whole frame
+    (never per tile). Outputs are mapped back with the inverse, so they stay in input units.
+    """
+
+    method: str = "percentile"
+    low: float = 0.0
+    high: float = 100.0
+
+    def __post_init__(self) -> None:
+        if self.method != "percentile":
+            raise InputError(f"unknown normalisation method {self.method!r}; only 'percentile'")
+        if not 0.0 <= self.low < self.high <= 100.0:
+            raise InputError(
+                f"normalisation percentiles must satisfy 0 <= low < high <= 100, "
+                f"got low={self.low}, high={self.high}"
+            )
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """Everything the runtime needs to run a model file correctly.
+
+    Attributes
+    ----------
+    ndim : int
+        Number of spatial dimensions (2 or 3).
+    axes : str
+        Spatial axes, ``"YX"`` or ``"ZYX"``.
+    output_scale : tuple of int
+        Size ratio deconvolved/input per spatial axis (e.g. ``(2, 2)`` or ``(1, 2, 2)``).
+    size_multiple : tuple of int
+        Each spatial input size must be a multiple of this (U-Net pooling).
+    halo : tuple of int
+        Receptive-field radius per axis in input pixels: tiles overlapping by at least this
+        much give the same result as one untiled pass.
+    normalization : Normalization
+        The input normalisation recipe.
+    input_pixel_size_nm, output_pixel_size_nm : tuple of float
+        Pixel sizes (nm) the model was trained for, per spatial axis.
+    psf : dict
+        PSF summary: shape, pixel size (nm), sha256 of the file, source.
+    training : dict
+        Training summary: preset, iterations, seed, software version, date, ...
+    channel : int or None
+        Channel of a multi-channel training file the model was trained on, if any.
+    format_version : int
+        Schema version of this record.
+    """
+
+    ndim: int
+    axes: str
+    output_scale: tuple[int, ...]
+    size_multiple: tuple[int, ...]
+    halo: tuple[int, ...]
+    normalization: Normalization = field(default_factory=Normalization)
+    input_pixel_size_nm: tuple[float, ...] | None = None
+    output_pixel_size_nm: tuple[float, ...] | None = None
+    psf: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    channel: int | None = None
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.ndim not in (2, 3):
+            raise InputError(f"model dimensionality must be 2 or 3, got {self.ndim}")
+        expected_axes = "YX" if self.ndim == 2 else "ZYX"
+        if self.axes != expected_axes:
+            raise InputError(f"a {self.ndim}D model must have axes {expected_axes!r}")
+        for name in ("output_scale", "size_multiple", "halo"):
+            value = getattr(self, name)
+            if len(value) != self.ndim or any(int(v) != v or v < 0 for v in value):
+                raise InputError(f"{name} must be {self.ndim} non-negative integers, got {value}")
+        if any(v < 1 for v in self.output_scale) or any(v < 1 for v in self.size_multiple):
+            raise InputError("output_scale and size_multiple must be >= 1")
+        for name in ("input_pixel_size_nm", "output_pixel_size_nm"):
+            value = getattr(self, name)
+            if value is not None and (len(value) != self.ndim or any(v <= 0 for v in value)):
+                raise InputError(f"{name} must be {self.ndim} positive numbers, got {value}")
+
+    # -- (de)serialisation -------------------------------------------------------------------
+
+    def to_props(self) -> dict[str, str]:
+        """Return the ONNX ``metadata_props`` entries (key -> JSON string)."""
+        record = asdict(self)
+        return {KEY_PREFIX + k: json.dumps(v) for k, v in record.items()}
+
+    @classmethod
+    def from_props(cls, props: dict[str, str], source: str = "model") -> ModelMetadata:
+        """Validate and build from ONNX ``metadata_props``.
+
+        Raises
+        ------
+        InputError
+            If the fields are missing, malformed or of an unknown format version.
+        """
+        ours = {k[len(KEY_PREFIX) :]: v for k, v in props.items() if k.startswith(KEY_PREFIX)}
+        if not ours:
+            raise InputError(
+                f"{source} has no zsdeconvnet metadata; it was not exported by "
+                "'zsdeconvnet export' (re-export it from its checkpoint)"
+            )
+        try:
+            record = {k: json.loads(v) for k, v in ours.items()}
+        except json.JSONDecodeError as err:
+            raise InputError(f"{source} has corrupt zsdeconvnet metadata ({err})") from None
+        version = record.get("format_version")
+        if version not in SUPPORTED_VERSIONS:
+            raise InputError(
+                f"{source} uses metadata format version {version!r}; this zsdeconvnet reads "
+                f"versions {list(SUPPORTED_VERSIONS)} (upgrade zsdeconvnet or re-export the model)"
+            )
+        required = ("ndim", "axes", "output_scale", "size_multiple", "halo")
+        missing = [k for k in required if k not in record]
+        if missing:
+            raise InputError(f"{source} metadata lacks {', '.join(missing)}; re-export the model")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(record) - known)
+        if unknown:
+            raise InputError(
+                f"{source} metadata has unknown fields {unknown} for version {version}; "
+                "upgrade zsdeconvnet"
+            )
+        try:
+            record["normalization"] = Normalization(**record.get("normalization", {}))
+            for k in ("output_scale", "size_multiple", "halo"):
+                record[k] = tuple(int(v) for v in record[k])
+            for k in ("input_pixel_size_nm", "output_pixel_size_nm"):
+                if record.get(k) is not None:
+                    record[k] = tuple(float(v) for v in record[k])
+            return cls(**record)
+        except (TypeError, ValueError) as err:
+            raise InputError(f"{source} has invalid zsdeconvnet metadata: {err}") from None
+
+    def summary(self) -> str:
+        """A human-readable multi-line description (used by ``zsdeconvnet info``)."""
+        px_in = _fmt_px(self.input_pixel_size_nm)
+        px_out = _fmt_px(self.output_pixel_size_nm)
+        lines = [
+            f"format version : {self.format_version}",
+            f"dimensionality : {self.ndim}D ({self.axes})",
+            f"output scale   : {'x'.join(map(str, self.output_scale))} (deconvolved vs input)",
+            f"size multiple  : {'x'.join(map(str, self.size_multiple))}",
+            f"halo (px)      : {'x'.join(map(str, self.halo))}",
+            f"normalisation  : percentiles {self.normalization.low}-{self.normalization.high}",
+            f"pixel size nm  : input {px_in}, output {px_out}",
+        ]
+        if self.channel is not None:
+            lines.append(f"channel        : {self.channel}")
+        if self.psf:
+            lines.append("psf            : " + ", ".join(f"{k}={v}" for k, v in self.psf.items()))
+        if self.training:
+            lines.append(
+                "training       : " + ", ".join(f"{k}={v}" for k, v in self.training.items())
+            )
+        return "\n".join(lines)
+
+
+def _fmt_px(values: tuple[float, ...] | None) -> str:
+    return "unknown" if values is None else " x ".join(f"{v:g}" for v in values)

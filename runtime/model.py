@@ -1,0 +1,147 @@
+"""An ONNX model file and its onnxruntime session.
+
+Loading a model never executes code from it: an ONNX file is a graph of standard operators,
+and only onnxruntime reads it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import InputError, describe
+from .metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
+
+log = logging.getLogger(__name__)
+
+#: Execution providers tried, in order, for each ``--provider`` choice.
+PROVIDER_CHAINS: dict[str, list[str]] = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+PROVIDER_CHOICES = ("auto", *PROVIDER_CHAINS)
+
+
+def installed_onnxruntime_distributions() -> list[str]:
+    """Names of the installed distributions that provide the ``onnxruntime`` module.
+
+    ``onnxruntime`` and ``onnxruntime-gpu`` install the same module; having both makes the
+    one imported depend on install order. ``zsdeconvnet info`` warns about it.
+    """
+    found = []
+    for name in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino"):
+        try:
+            importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        found.append(name)
+    return found
+
+
+def resolve_providers(choice: str) -> list[str]:
+    """Map a provider choice (``auto``, ``cpu``, ``cuda``, ``tensorrt``) to available providers.
+
+    Raises
+    ------
+    InputError
+        If a GPU provider was asked for and this onnxruntime build does not have it.
+    """
+    available = ort.get_available_providers()
+    if choice == "auto":
+        choice = "cuda" if "CUDAExecutionProvider" in available else "cpu"
+    if choice not in PROVIDER_CHAINS:
+        raise InputError(f"unknown provider {choice!r}; choose one of {PROVIDER_CHOICES}")
+    wanted = PROVIDER_CHAINS[choice][0]
+    if wanted not in available:
+        raise InputError(
+            f"provider {choice!r} was asked for but this onnxruntime offers only {available}; "
+            "install onnxruntime-gpu in place of onnxruntime (see README, 'GPU install') "
+            "or use --provider cpu"
+        )
+    return [p for p in PROVIDER_CHAINS[choice] if p in available]
+
+
+class Model:
+    """A zsdeconvnet ONNX model ready to run.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.onnx`` file written by ``zsdeconvnet export``.
+    provider : str
+        ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``tensorrt``.
+    threads : int, optional
+        Intra-op threads for the CPU provider (default: onnxruntime's choice).
+
+    Attributes
+    ----------
+    metadata : ModelMetadata
+        The validated contract read from the file.
+    active_provider : str
+        The provider that really runs the graph (onnxruntime falls back silently; we do not).
+    """
+
+    def __init__(self, path: str | os.PathLike, provider: str = "auto", threads: int | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(f"model {describe(path)} does not exist; check the path")
+        providers = resolve_providers(provider)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=options, providers=providers
+            )
+        except Exception as err:  # onnxruntime raises several private exception types
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise InputError(
+                f"model {describe(path)} is not a readable ONNX model ({first[:160]}); "
+                "use a .onnx file written by 'zsdeconvnet export'"
+            ) from None
+        props = self.session.get_modelmeta().custom_metadata_map
+        self.metadata = ModelMetadata.from_props(props, source=f"model {describe(path)}")
+        self._check_signature()
+        self.active_provider = self.session.get_providers()[0]
+        if self.active_provider != providers[0]:
+            log.warning(
+                "asked for %s but onnxruntime runs %s (is the CUDA/TensorRT runtime installed?)",
+                providers[0],
+                self.active_provider,
+            )
+
+    def _check_signature(self) -> None:
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if inputs != [INPUT_NAME] or sorted(outputs) != sorted(OUTPUT_NAMES):
+            raise InputError(
+                f"model {describe(self.path)} has inputs {inputs} and outputs {outputs}; "
+                f"expected input {INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)} "
+                "(re-export it with 'zsdeconvnet export')"
+            )
+        rank = len(self.session.get_inputs()[0].shape)
+        if rank != self.metadata.ndim + 2:
+            raise InputError(
+                f"model {describe(self.path)} input has rank {rank} but its metadata says "
+                f"{self.metadata.ndim}D; the file is inconsistent, re-export it"
+            )
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run a batch ``[N, 1, *spatial]`` (float32, normalised domain).
+
+        Returns
+        -------
+        denoised, deconvolved : numpy.ndarray
+            ``[N, 1, *spatial]`` and ``[N, 1, *spatial * output_scale]``.
+        """
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        denoised, deconvolved = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
+        return denoised, deconvolved

@@ -1,0 +1,323 @@
+"""Prediction: whole-frame normalisation, tiled inference in batches, stitching, file outputs.
+
+Memory is bounded by the tile batch, not by the image: inputs are memory-mapped when the TIFF
+allows it and outputs are memory-mapped TIFFs written under a temporary name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .errors import InputError, describe
+from .io import Image, check_writable, memmap_output, read_image
+from .model import Model
+from .normalize import denormalize, frame_range, normalize
+from .tiling import PAD_MODES, TilePlan, plan_tiles, read_tile
+
+log = logging.getLogger(__name__)
+
+_OOM_MARKERS = ("out of memory", "failed to allocate", "bad_alloc", "cudaerrormemoryallocation")
+#: The reference's output: percentile 3-100 rescaled to the full uint16 range.
+RESCALE_PERCENTILES = (3.0, 100.0)
+
+
+@dataclass
+class PredictOptions:
+    """How to run a model over an image.
+
+    Attributes
+    ----------
+    tile : int or None
+        Tile size in y and x (input pixels). ``None``: one tile per frame.
+    tile_z : int or None
+        Tile size in z for 3D models. ``None``: the whole stack depth.
+    overlap : int or None
+        Context (px) kept on each side of every tile in y and x; defaults to the model's halo,
+        which makes tiled output equal untiled output. Smaller is faster but approximate.
+    batch : int
+        Tiles per onnxruntime call.
+    pad_mode : str
+        ``reflect`` or ``edge`` padding beyond the image border.
+    channel : int or None
+        Channel to process in a multi-channel file (default: the model's training channel,
+        else all channels).
+    rescale : bool
+        Write uint16 rescaled to percentiles 3-100 per frame (the reference's output) instead
+        of float32 in input units.
+    progress : bool
+        Show a progress bar.
+    """
+
+    tile: int | None = 256
+    tile_z: int | None = None
+    overlap: int | None = None
+    batch: int = 4
+    pad_mode: str = "reflect"
+    channel: int | None = None
+    rescale: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.pad_mode not in PAD_MODES:
+            raise InputError(f"padding must be one of {PAD_MODES}, got {self.pad_mode!r}")
+        if self.batch < 1:
+            raise InputError(f"--batch must be >= 1, got {self.batch}")
+        for name in ("tile", "tile_z", "overlap"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "overlap" else 1):
+                raise InputError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+def _is_oom(err: Exception) -> bool:
+    text = str(err).lower()
+    return isinstance(err, MemoryError) or any(m in text for m in _OOM_MARKERS)
+
+
+class Predictor:
+    """Runs a :class:`Model` over frames and files.
+
+    Parameters
+    ----------
+    model : Model
+        The loaded ONNX model.
+    options : PredictOptions, optional
+        Tiling and output options.
+    """
+
+    def __init__(self, model: Model, options: PredictOptions | None = None):
+        self.model = model
+        self.options = options or PredictOptions()
+        meta = model.metadata
+        self.ndim = meta.ndim
+        self.scale = meta.output_scale
+        halo = list(meta.halo)
+        if self.options.overlap is not None:
+            halo[-2:] = [self.options.overlap] * 2
+        self.halo = tuple(halo)
+        tile = [self.options.tile, self.options.tile]
+        self.tile = tuple([self.options.tile_z] + tile if self.ndim == 3 else tile)
+
+    # -- one frame ---------------------------------------------------------------------------
+
+    def plan(self, shape: Sequence[int], tile: Sequence[int | None] | None = None) -> TilePlan:
+        """The tile plan for a frame of spatial ``shape``."""
+        return plan_tiles(shape, tile or self.tile, self.halo, self.model.metadata.size_multiple)
+
+    def restore_frame(
+        self,
+        frame: np.ndarray,
+        lo: float,
+        hi: float,
+        denoised: np.ndarray | None,
+        deconvolved: np.ndarray,
+        bar: tqdm | None = None,
+    ) -> None:
+        """Restore one frame into preallocated outputs (arrays or memory maps).
+
+        Retries with smaller tiles when the execution provider runs out of memory.
+        """
+        tile = list(self.tile)
+        while True:
+            try:
+                self._run_plan(
+                    self.plan(frame.shape, tile), frame, lo, hi, denoised, deconvolved, bar
+                )
+                return
+            except Exception as err:
+                if not _is_oom(err):
+                    raise
+                current = tile[-1] or max(frame.shape[-2:])
+                smaller = current // 2
+                floor = self.model.metadata.size_multiple[-1] + 2 * self.halo[-1]
+                if smaller < floor:
+                    raise InputError(
+                        f"out of memory even with {current}-px tiles; use --provider cpu or a "
+                        "machine with more memory"
+                    ) from None
+                log.warning("out of memory with %s-px tiles; retrying with %s", current, smaller)
+                tile[-2:] = [smaller, smaller]
+
+    def _run_plan(self, plan, frame, lo, hi, denoised, deconvolved, bar) -> None:
+        batch = self.options.batch
+        ones = (1,) * self.ndim
+        for first in range(0, len(plan.tiles), batch):
+            group = plan.tiles[first : first + batch]
+            x = np.stack(
+                [
+                    normalize(
+                        read_tile(frame, t.start, plan.tile_shape, self.options.pad_mode), lo, hi
+                    )
+                    for t in group
+                ]
+            )[:, None]
+            den, dec = self.model.run(x)
+            for k, t in enumerate(group):
+                dest, src = t.scaled(self.scale)
+                deconvolved[dest] = denormalize(dec[(k, 0, *src)], lo, hi)
+                if denoised is not None:
+                    dest, src = t.scaled(ones)
+                    denoised[dest] = denormalize(den[(k, 0, *src)], lo, hi)
+            if bar is not None:
+                bar.update(len(group))
+
+    def predict_array(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Restore one in-memory frame (spatial axes only).
+
+        Returns
+        -------
+        denoised, deconvolved : numpy.ndarray
+            float32 in input intensity units; ``deconvolved`` is ``output_scale`` times larger.
+        """
+        frame = np.asarray(frame)
+        self._check_spatial(frame.shape, "array")
+        lo, hi = frame_range(frame, self.model.metadata.normalization, "the input array")
+        den = np.empty(frame.shape, np.float32)
+        dec = np.empty(tuple(s * f for s, f in zip(frame.shape, self.scale)), np.float32)
+        self.restore_frame(frame, lo, hi, den, dec)
+        return den, dec
+
+    def _check_spatial(self, shape: Sequence[int], source: str) -> None:
+        if len(shape) != self.ndim:
+            raise InputError(
+                f"{source} has {len(shape)} spatial dimensions but the model is {self.ndim}D"
+            )
+
+    # -- files -------------------------------------------------------------------------------
+
+    def _select(self, image: Image) -> tuple[np.ndarray, str]:
+        """Apply the channel choice and check the axes against the model."""
+        data, axes = image.data, image.axes
+        channel = self.options.channel
+        if channel is None and "C" in axes:
+            channel = self.model.metadata.channel
+        if channel is not None and "C" in axes:
+            n = data.shape[axes.index("C")]
+            if not 0 <= channel < n:
+                raise InputError(
+                    f"{describe(image.path)} has {n} channels; channel {channel} does not exist "
+                    f"(use --channel 0..{n - 1})"
+                )
+            data = np.take(data, channel, axis=axes.index("C"))
+            axes = axes.replace("C", "")
+        spatial = "YX" if self.ndim == 2 else "ZYX"
+        if not axes.endswith(spatial):
+            raise InputError(
+                f"{describe(image.path)} has axes {axes!r} but the model is {self.ndim}D and needs "
+                f"{spatial!r} last (a Z stack for a 3D model); check the file or use a "
+                f"{5 - self.ndim}D model"
+            )
+        return data, axes
+
+    def predict_file(
+        self,
+        input_path: str | os.PathLike,
+        output_path: str | os.PathLike,
+        denoised_path: str | os.PathLike | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        """Restore every frame of a TIFF and write the deconvolved (and denoised) TIFF."""
+        self.predict_files([(input_path, output_path, denoised_path)], overwrite)
+
+    def predict_files(
+        self,
+        jobs: Sequence[tuple[str | os.PathLike, str | os.PathLike, str | os.PathLike | None]],
+        overwrite: bool = False,
+    ) -> None:
+        """Restore several files: every input and output is checked before any is written.
+
+        Parameters
+        ----------
+        jobs : sequence of (input, output, denoised output or None)
+        overwrite : bool
+            Replace existing outputs.
+        """
+        prepared = []
+        for input_path, output_path, denoised_path in jobs:
+            outputs = [check_writable(output_path, overwrite)]
+            if denoised_path is not None:
+                outputs.append(check_writable(denoised_path, overwrite))
+            image = read_image(input_path)
+            data, axes = self._select(image)
+            frame_shape = data.shape[: data.ndim - self.ndim]
+            ranges = [
+                frame_range(
+                    data[index],
+                    self.model.metadata.normalization,
+                    f"{describe(input_path)}" + (f" frame {index}" if index else ""),
+                )
+                for index in np.ndindex(frame_shape)
+            ]
+            prepared.append((image, data, axes, frame_shape, ranges, outputs))
+        total = sum(
+            len(self.plan(p[1].shape[len(p[3]) :])) * max(1, int(np.prod(p[3]))) for p in prepared
+        )
+        with tqdm(
+            total=total, unit="tile", desc="predict", disable=not self.options.progress
+        ) as bar:
+            for image, data, axes, frame_shape, ranges, outputs in prepared:
+                self._write_outputs(image, data, axes, frame_shape, ranges, outputs, bar)
+
+    def _write_outputs(self, image, data, axes, frame_shape, ranges, outputs, bar) -> None:
+        spatial = data.shape[len(frame_shape) :]
+        sr_shape = frame_shape + tuple(s * f for s, f in zip(spatial, self.scale))
+        sr_sizes = dict(image.pixel_size_nm)
+        for letter, factor in zip(axes[-self.ndim :], self.scale):
+            if letter in sr_sizes:
+                sr_sizes[letter] = sr_sizes[letter] / factor
+        out_path = outputs[0]
+        den_path = outputs[1] if len(outputs) > 1 else None
+        with contextlib.ExitStack() as stack:
+            dtype = np.float32
+            if self.options.rescale:
+                scratch = stack.enter_context(
+                    tempfile.TemporaryDirectory(dir=Path(out_path).parent, prefix=".zsd-")
+                )
+                dec = np.lib.format.open_memmap(
+                    os.path.join(scratch, "sr.npy"), "w+", dtype, sr_shape
+                )
+                den = (
+                    np.lib.format.open_memmap(
+                        os.path.join(scratch, "dn.npy"), "w+", dtype, data.shape
+                    )
+                    if den_path
+                    else None
+                )
+            else:
+                dec = stack.enter_context(memmap_output(out_path, sr_shape, dtype, axes, sr_sizes))
+                den = (
+                    stack.enter_context(
+                        memmap_output(den_path, data.shape, dtype, axes, image.pixel_size_nm)
+                    )
+                    if den_path
+                    else None
+                )
+            for index, (lo, hi) in zip(np.ndindex(frame_shape), ranges):
+                self.restore_frame(
+                    data[index], lo, hi, None if den is None else den[index], dec[index], bar
+                )
+            if self.options.rescale:
+                _write_rescaled(dec, out_path, axes, sr_sizes, frame_shape)
+                if den is not None:
+                    _write_rescaled(den, den_path, axes, image.pixel_size_nm, frame_shape)
+
+
+def rescale_frame(frame: np.ndarray) -> np.ndarray:
+    """The reference's output: percentiles 3-100 of one frame mapped to 0-65535 (uint16)."""
+    lo, hi = np.percentile(frame, RESCALE_PERCENTILES)
+    scaled = (np.asarray(frame, np.float32) - lo) / max(hi - lo, 1e-12)
+    return np.round(np.clip(scaled, 0, 1) * 65535).astype(np.uint16)
+
+
+def _write_rescaled(source, path, axes, sizes, frame_shape) -> None:
+    with memmap_output(path, source.shape, np.uint16, axes, sizes) as out:
+        for index in np.ndindex(frame_shape):
+            out[index] = rescale_frame(source[index])

@@ -1,0 +1,164 @@
+"""Tile plans: how an image is cut into overlapping, padded, size-aligned tiles and stitched.
+
+A tile is described by a small value object (:class:`Tile`) rather than index arithmetic
+spread over callers. All coordinates are in input-image pixels, spatial axes only, array order
+(``YX`` or ``ZYX``). Coordinates outside the image are legal: they are filled by padding
+(``reflect`` or ``edge``), defined once for the whole image so that every tile sees the same
+padded image an untiled pass would.
+
+Why tiled == untiled exactly: every tile starts at ``-halo + k * size_multiple`` in image
+coordinates, the same alignment as the untiled pass, so pooling grids coincide; and every kept
+pixel is at least ``halo`` (the network's receptive-field radius) away from the tile edge, so no
+kept pixel sees the tile border.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+PAD_MODES = ("reflect", "edge")
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile of a plan.
+
+    Attributes
+    ----------
+    start : tuple of int
+        Image coordinate of the tile's first pixel (may be negative: padding).
+    inner : tuple of slice
+        The part of the image this tile is responsible for (image coordinates).
+    crop : tuple of slice
+        The same region in the tile's own coordinates.
+    """
+
+    start: tuple[int, ...]
+    inner: tuple[slice, ...]
+    crop: tuple[slice, ...]
+
+    def scaled(self, scale: Sequence[int]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+        """Destination (output image) and source (tile output) slices at ``scale``."""
+        dest = tuple(slice(s.start * f, s.stop * f) for s, f in zip(self.inner, scale))
+        src = tuple(slice(s.start * f, s.stop * f) for s, f in zip(self.crop, scale))
+        return dest, src
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """All tiles of one image; every tile has the same shape so tiles can be batched."""
+
+    image_shape: tuple[int, ...]
+    tile_shape: tuple[int, ...]
+    halo: tuple[int, ...]
+    tiles: tuple[Tile, ...]
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return int(math.ceil(value / multiple) * multiple)
+
+
+def _plan_axis(size: int, tile: int | None, halo: int, multiple: int) -> tuple[int, list[int]]:
+    """Return (tile length, inner starts) for one axis."""
+    whole = _round_up(size + 2 * halo, multiple)
+    if tile is None or tile >= whole:
+        return whole, [0]
+    inner = (tile - 2 * halo) // multiple * multiple
+    if inner < multiple:
+        inner = multiple
+        log.warning(
+            "tile %d is too small for a halo of %d px; using %d",
+            tile,
+            halo,
+            _round_up(inner + 2 * halo, multiple),
+        )
+    length = _round_up(inner + 2 * halo, multiple)
+    if length >= whole:
+        return whole, [0]
+    return length, list(range(0, size, inner))
+
+
+def plan_tiles(
+    image_shape: Sequence[int],
+    tile_shape: Sequence[int | None],
+    halo: Sequence[int],
+    size_multiple: Sequence[int],
+) -> TilePlan:
+    """Cut an image into tiles.
+
+    Parameters
+    ----------
+    image_shape : sequence of int
+        Spatial shape of the image (``YX`` or ``ZYX``).
+    tile_shape : sequence of int or None
+        Wanted tile size per axis (``None``: one tile along that axis). Sizes are adjusted
+        down to a multiple of ``size_multiple`` after the halo, and never exceed what the
+        image needs.
+    halo : sequence of int
+        Context kept around each tile's inner region, per axis (the receptive-field radius).
+    size_multiple : sequence of int
+        Network size multiple per axis.
+
+    Returns
+    -------
+    TilePlan
+    """
+    image_shape = tuple(int(s) for s in image_shape)
+    if any(s < 1 for s in image_shape):
+        raise InputError(f"image of shape {image_shape} is empty")
+    lengths, starts = [], []
+    for size, tile, h, m in zip(image_shape, tile_shape, halo, size_multiple):
+        length, axis_starts = _plan_axis(size, tile, int(h), int(m))
+        lengths.append(length)
+        starts.append(axis_starts)
+    inners = []
+    for size, axis_starts in zip(image_shape, starts):
+        step = axis_starts[1] - axis_starts[0] if len(axis_starts) > 1 else size
+        inners.append([(s, min(s + step, size)) for s in axis_starts])
+    tiles = []
+    for combo in itertools.product(*inners):
+        start = tuple(lo - h for (lo, _), h in zip(combo, halo))
+        inner = tuple(slice(lo, hi) for lo, hi in combo)
+        crop = tuple(slice(h, h + hi - lo) for (lo, hi), h in zip(combo, halo))
+        tiles.append(Tile(start=start, inner=inner, crop=crop))
+    return TilePlan(image_shape, tuple(lengths), tuple(int(h) for h in halo), tuple(tiles))
+
+
+def _axis_indices(start: int, length: int, size: int, mode: str) -> np.ndarray:
+    """Image indices that fill ``[start, start + length)`` with padding outside ``[0, size)``."""
+    idx = np.arange(start, start + length)
+    if mode == "edge" or size == 1:
+        return np.clip(idx, 0, size - 1)
+    if mode == "reflect":  # numpy's 'reflect': mirror about the edge pixel, period 2(size-1)
+        period = 2 * (size - 1)
+        idx = np.mod(idx, period)
+        return np.where(idx >= size, period - idx, idx)
+    raise InputError(f"unknown padding mode {mode!r}; choose one of {PAD_MODES}")
+
+
+def read_tile(
+    image: np.ndarray, start: Sequence[int], shape: Sequence[int], mode: str
+) -> np.ndarray:
+    """Read one padded tile from a (possibly memory-mapped) array.
+
+    Only the in-bounds bounding box is read from ``image``; padding is filled by index
+    mapping, identical to padding the whole image first.
+    """
+    index = [_axis_indices(s, n, size, mode) for s, n, size in zip(start, shape, image.shape)]
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in index)
+    block = np.asarray(image[box], dtype=np.float32)
+    local = [i - b.start for i, b in zip(index, box)]
+    return block[np.ix_(*local)]

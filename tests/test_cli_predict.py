@@ -1,0 +1,254 @@
+"""The predict and info commands: outputs, pixel sizes, frames, and every bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from click.testing import CliRunner
+from tiny_models import build_tiny
+from zsdeconvnet.runtime.cli import main
+from zsdeconvnet.runtime.io import read_image
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def files_in(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def test_predict_writes_sr_and_denoised_with_pixel_sizes(model2d, image2d, tmp_path):
+    out, den = tmp_path / "sr.tif", tmp_path / "dn.tif"
+    result = run("predict", model2d, image2d, "-o", out, "--denoised", den, "--quiet")
+    assert result.exit_code == 0, result.output
+    sr = read_image(out)
+    dn = read_image(den)
+    assert sr.data.shape == (90, 122) and dn.data.shape == (45, 61)
+    assert sr.data.dtype == np.float32
+    assert sr.pixel_size_nm["X"] == pytest.approx(32.5, rel=1e-4)
+    assert dn.pixel_size_nm["Y"] == pytest.approx(65.0, rel=1e-4)
+    assert not [n for n in files_in(tmp_path) if n.startswith(".")]
+
+
+def test_time_series_keeps_frame_axis(model2d, tmp_path):
+    data = np.random.default_rng(0).random((3, 20, 30)).astype(np.float32)
+    data[1] *= 10  # frames are normalised independently, each over the whole frame
+    src = tmp_path / "movie.tif"
+    tifffile.imwrite(src, data, imagej=True, metadata={"axes": "TYX"})
+    out = tmp_path / "movie_sr.tif"
+    assert run("predict", model2d, src, "-o", out, "--quiet", "--tile", "16").exit_code == 0
+    sr = read_image(out)
+    assert sr.axes == "TYX" and sr.data.shape == (3, 40, 60)
+    single = tmp_path / "frame1.tif"
+    tifffile.imwrite(single, data[1])
+    run("predict", model2d, single, "-o", tmp_path / "f1_sr.tif", "--quiet")
+    np.testing.assert_allclose(
+        read_image(tmp_path / "f1_sr.tif").data,
+        sr.data[1],
+        rtol=1e-4,
+        atol=1e-4 * float(np.abs(sr.data[1]).max()),
+    )
+
+
+def test_channel_selection(model2d, tmp_path):
+    data = np.random.default_rng(0).random((2, 24, 24)).astype(np.float32)
+    src = tmp_path / "two_channels.tif"
+    tifffile.imwrite(src, data, imagej=True, metadata={"axes": "CYX"})
+    out = tmp_path / "c1.tif"
+    assert run("predict", model2d, src, "-o", out, "--channel", "1", "--quiet").exit_code == 0
+    assert read_image(out).axes == "YX"
+    bad = run("predict", model2d, src, "-o", tmp_path / "c5.tif", "--channel", "5", "--quiet")
+    assert bad.exit_code != 0 and "channel 5" in bad.output
+
+
+def test_several_inputs_go_to_a_directory(model2d, image2d, tmp_path):
+    other = tmp_path / "second.tif"
+    tifffile.imwrite(other, np.random.default_rng(2).random((30, 30)).astype(np.float32))
+    outdir = tmp_path / "restored"
+    result = run("predict", model2d, str(tmp_path / "*.tif"), "-o", outdir, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert files_in(outdir) == {"cell.tif", "second.tif"}
+
+
+def test_rescale_reproduces_reference_uint16(model2d, image2d, tmp_path):
+    out = tmp_path / "sr16.tif"
+    assert run("predict", model2d, image2d, "-o", out, "--rescale", "--quiet").exit_code == 0
+    data = tifffile.imread(out)
+    assert data.dtype == np.uint16 and data.max() == 65535
+
+
+def test_3d_model_on_stack(model3d, tmp_path):
+    stack = np.random.default_rng(0).random((5, 20, 20)).astype(np.float32)
+    src = tmp_path / "stack.tif"
+    tifffile.imwrite(
+        src,
+        stack,
+        imagej=True,
+        resolution=(10, 10),
+        metadata={"axes": "ZYX", "spacing": 0.2, "unit": "um"},
+    )
+    out = tmp_path / "stack_sr.tif"
+    assert run("predict", model3d, src, "-o", out, "--quiet", "--tile-z", "4").exit_code == 0
+    sr = read_image(out)
+    assert sr.data.shape == (5, 40, 40)
+    assert sr.pixel_size_nm["Z"] == pytest.approx(200, rel=1e-3)
+    assert sr.pixel_size_nm["X"] == pytest.approx(50, rel=1e-3)
+
+
+def test_info_describes_the_model(model2d):
+    result = run("info", model2d, "--provider", "cpu")
+    assert result.exit_code == 0
+    assert "2D (YX)" in result.output and "CPUExecutionProvider" in result.output
+
+
+def test_asking_for_cuda_without_it_is_a_clear_error(model2d, image2d, tmp_path):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has CUDA")
+    result = run("predict", model2d, image2d, "-o", tmp_path / "x.tif", "--provider", "cuda")
+    assert result.exit_code == 2 and "onnxruntime-gpu" in result.output
+
+
+# -- bad input: one line naming the file, non-zero exit, nothing written -----------------------
+
+
+def _bad_tiffs(tmp: Path) -> dict[str, Path]:
+    good = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    cases = {}
+    cases["not a TIFF"] = tmp / "notes.tif"
+    cases["not a TIFF"].write_text("this is not an image")
+    full = tmp / "full.tif"
+    tifffile.imwrite(full, good)
+    cases["truncated"] = tmp / "truncated.tif"
+    cases["truncated"].write_bytes(full.read_bytes()[:3000])
+    full.unlink()
+    nan = good.copy()
+    nan[3, 4] = np.nan
+    cases["NaN"] = tmp / "nan.tif"
+    tifffile.imwrite(cases["NaN"], nan)
+    cases["constant"] = tmp / "flat.tif"
+    tifffile.imwrite(cases["constant"], np.full((40, 40), 7, np.uint16))
+    cases["missing"] = tmp / "missing.tif"
+    return cases
+
+
+@pytest.mark.parametrize(
+    "case, phrase",
+    [
+        ("not a TIFF", "not a readable TIFF"),
+        ("truncated", "truncated"),
+        ("NaN", "NaN"),
+        ("constant", "constant"),
+        ("missing", "does not exist"),
+    ],
+)
+def test_bad_images_are_refused(model2d, tmp_path, case, phrase):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    path = _bad_tiffs(inputs)[case]
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    result = run("predict", model2d, path, "-o", outdir / "sr.tif", "--quiet")
+    assert result.exit_code != 0
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert phrase in errors[0] and path.name in errors[0]
+    assert files_in(outdir) == set()
+
+
+def test_wrong_dimensionality(model3d, image2d, tmp_path):
+    result = run("predict", model3d, image2d, "-o", tmp_path / "o.tif", "--quiet")
+    assert result.exit_code != 0 and "3D" in result.output and "cell.tif" in result.output
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_model_without_metadata(tmp_path, image2d):
+    import onnx
+
+    model = build_tiny(tmp_path / "m.onnx")
+    proto = onnx.load(model)
+    del proto.metadata_props[:]
+    onnx.save(proto, tmp_path / "bare.onnx")
+    result = run("predict", tmp_path / "bare.onnx", image2d, "-o", tmp_path / "o.tif")
+    assert result.exit_code == 2 and "no zsdeconvnet metadata" in result.output
+    assert "bare.onnx" in result.output
+
+
+def test_model_of_unknown_version(tmp_path, image2d):
+    import onnx
+
+    proto = onnx.load(build_tiny(tmp_path / "m.onnx"))
+    for entry in proto.metadata_props:
+        if entry.key == "zsdeconvnet.format_version":
+            entry.value = "99"
+    onnx.save(proto, tmp_path / "future.onnx")
+    result = run("info", tmp_path / "future.onnx")
+    assert result.exit_code == 2 and "version 99" in result.output
+
+
+def test_not_an_onnx_file(tmp_path, image2d):
+    fake = tmp_path / "fake.onnx"
+    fake.write_bytes(b"\x00\x01garbage" * 10)
+    result = run("predict", fake, image2d, "-o", tmp_path / "o.tif")
+    assert result.exit_code == 2 and "not a readable ONNX model" in result.output
+
+
+def test_existing_output_needs_overwrite(model2d, image2d, tmp_path):
+    out = tmp_path / "sr.tif"
+    out.write_bytes(b"keep me")
+    result = run("predict", model2d, image2d, "-o", out, "--quiet")
+    assert result.exit_code == 2 and "--overwrite" in result.output
+    assert out.read_bytes() == b"keep me"
+    assert run("predict", model2d, image2d, "-o", out, "--quiet", "--overwrite").exit_code == 0
+    assert tifffile.imread(out).shape == (90, 122)
+
+
+def test_unwritable_output_folder(model2d, image2d, tmp_path):
+    if os.geteuid() == 0:
+        locked = Path("/sys/kernel")  # even root cannot create files in sysfs
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+    result = run("predict", model2d, image2d, "-o", locked / "sr.tif")
+    assert result.exit_code == 2 and "not writable" in result.output
+
+
+def test_missing_output_folder(model2d, image2d, tmp_path):
+    result = run("predict", model2d, image2d, "-o", tmp_path / "nope" / "sr.tif")
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_one_bad_file_among_many_writes_nothing(model2d, image2d, tmp_path):
+    bad = tmp_path / "zz_bad.tif"
+    bad.write_text("not a tiff")
+    outdir = tmp_path / "out"
+    result = run("predict", model2d, image2d, bad, "-o", outdir, "--quiet")
+    assert result.exit_code == 2 and "zz_bad.tif" in result.output
+    assert files_in(outdir) == set()
+
+
+def test_runtime_never_imports_torch(model2d, image2d, tmp_path):
+    script = (
+        "import sys\n"
+        "from zsdeconvnet.runtime.cli import main\n"
+        "try:\n"
+        f"    main(['predict', r'{model2d}', r'{image2d}', '-o', r'{tmp_path / 'o.tif'}',"
+        " '--quiet'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code in (0, None), e.code\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx')"
+        " or m.startswith('zsdeconvnet.training') or m.startswith('zsdeconvnet.export'))\n"
+        "print('LOADED', bad)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "LOADED []" in done.stdout
+    assert (tmp_path / "o.tif").exists()

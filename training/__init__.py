@@ -1,0 +1,1 @@
+"""Zero-shot training of ZS-DeconvNet (PyTorch)."""
