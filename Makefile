@@ -1,0 +1,32 @@
+# Set-up and the two jobs the README promises. Everything lands in .venv (created here).
+# torch==2.13.0 is installed first, on its own: an unpinned torch would pull a multi-GB CUDA build.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[train,dev]'
+	# Demo data: a real fluorescence image that ships inside the stardist wheel (files only).
+	$(PIP) install -q --no-deps stardist==0.9.2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/zsdeconvnet demo -o demo-output
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache .hypothesis
