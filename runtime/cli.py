@@ -23,12 +23,18 @@ from .errors import InputError
 COMMANDS: dict[str, tuple[str, str, bool]] = {
     "predict": ("zsdeconvnet.runtime.cli:predict", "Restore images with a model file.", False),
     "info": ("zsdeconvnet.runtime.cli:info", "Describe a model file and the runtime.", False),
+    "psf": ("zsdeconvnet.training.cli_physics:psf", "Generate a PSF from the optics.", True),
+    "simulate": (
+        "zsdeconvnet.training.cli_physics:simulate",
+        "Simulate noisy data with PSF and ground truth.",
+        True,
+    ),
+    "evaluate": (
+        "zsdeconvnet.training.cli_physics:evaluate",
+        "PSNR/SSIM (paper protocol) and bead FWHM against a reference.",
+        True,
+    ),
 }
-
-
-def register(name: str, target: str, help_text: str, needs_torch: bool) -> None:
-    """Add a lazily imported command (used by the modules that define them)."""
-    COMMANDS[name] = (target, help_text, needs_torch)
 
 
 class LazyGroup(click.Group):
