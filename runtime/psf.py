@@ -147,6 +147,10 @@ def _recentre(data: np.ndarray, source: str) -> np.ndarray:
     return out
 
 
+def _interp_line(values: np.ndarray, x_new: np.ndarray, x_old: np.ndarray) -> np.ndarray:
+    return np.interp(x_new, x_old, values, left=0.0, right=0.0)
+
+
 def resample_psf(psf: PSF, pixel_size_nm: tuple[float, ...], max_size: int | None = None) -> PSF:
     """Resample to another grid (e.g. the super-resolution grid, half the camera pixel).
 
@@ -164,7 +168,7 @@ def resample_psf(psf: PSF, pixel_size_nm: tuple[float, ...], max_size: int | Non
             half = min(half, max_size // 2)
         x_new = np.arange(-half, half + 1) * new
         x_old = (np.arange(n) - n // 2) * old
-        data = np.apply_along_axis(lambda v: np.interp(x_new, x_old, v, 0, 0), axis, data)
+        data = np.apply_along_axis(_interp_line, axis, data, x_new, x_old)
     data = np.clip(data, 0, None)
     return PSF((data / data.sum()).astype(np.float32), tuple(pixel_size_nm), psf.source)
 

@@ -109,6 +109,7 @@ def _ground_truth(cfg: SimulationConfig, rng: np.random.Generator) -> np.ndarray
     gt = np.zeros(shape, np.float64)
     area_um2 = (cfg.size * cfg.pixel_nm / 1e3) ** 2
     z_scale = np.array([cfg.z_step_nm / fine_nm, 1, 1]) if cfg.dims == 3 else np.ones(2)
+    persistence = 1500 / fine_nm  # microtubule-like stiffness over the field (fine px)
 
     def deposit(points_nm_grid: np.ndarray, weight: float) -> None:
         _draw(gt, points_nm_grid / z_scale, weight)
