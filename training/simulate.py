@@ -117,9 +117,7 @@ def _ground_truth(cfg: SimulationConfig, rng: np.random.Generator) -> np.ndarray
     structure = cfg.structure
     if structure in ("filaments", "mixed"):
         n = max(1, int(round(0.12 * area_um2 * cfg.density)))
-        for curve in _curves(
-            rng, np.array(shape) * z_scale, n, 0.5, lateral * 1.5, 60 * 25 / fine_nm
-        ):
+        for curve in _curves(rng, np.array(shape) * z_scale, n, 0.5, lateral * 1.5, persistence):
             deposit(curve, 1.0)
     if structure in ("puncta", "mixed"):
         n = max(1, int(round(0.35 * area_um2 * cfg.density)))
@@ -146,9 +144,7 @@ def _ground_truth(cfg: SimulationConfig, rng: np.random.Generator) -> np.ndarray
             keep = (s / extent) ** 2 + (t / extent) ** 2 < 1
             patch = centre + s[keep, None] * u + t[keep, None] * v
             deposit(patch, 0.35)
-        for curve in _curves(
-            rng, np.array(shape) * z_scale, 2 * n, 0.5, lateral, 60 * 25 / fine_nm
-        ):
+        for curve in _curves(rng, np.array(shape) * z_scale, 2 * n, 0.5, lateral, persistence):
             deposit(curve, 1.0)
     if structure == "beads":
         spacing = int(round(1200 / fine_nm))
