@@ -29,6 +29,13 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
         "Simulate noisy data with PSF and ground truth.",
         True,
     ),
+    "train": ("zsdeconvnet.training.cli:train", "Zero-shot training on the image itself.", True),
+    "export": ("zsdeconvnet.training.cli:export", "Export a training checkpoint to ONNX.", True),
+    "demo": (
+        "zsdeconvnet.training.demo:demo",
+        "The main job on a shipped image: psf, train, export, predict.",
+        True,
+    ),
     "evaluate": (
         "zsdeconvnet.training.cli_physics:evaluate",
         "PSNR/SSIM (paper protocol) and bead FWHM against a reference.",

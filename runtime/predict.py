@@ -37,9 +37,10 @@ class PredictOptions:
     Attributes
     ----------
     tile : int or None
-        Tile size in y and x (input pixels). ``None``: one tile per frame.
+        Size (input pixels, y and x) of the region each tile restores; the model's halo is
+        added on every side. ``None``: one tile per frame.
     tile_z : int or None
-        Tile size in z for 3D models. ``None``: the whole stack depth.
+        The same in z for 3D models. ``None``: the whole stack depth.
     overlap : int or None
         Context (px) kept on each side of every tile in y and x; defaults to the model's halo,
         which makes tiled output equal untiled output. Smaller is faster but approximate.
@@ -57,7 +58,7 @@ class PredictOptions:
         Show a progress bar.
     """
 
-    tile: int | None = 256
+    tile: int | None = 512
     tile_z: int | None = None
     overlap: int | None = None
     batch: int = 4
@@ -137,8 +138,7 @@ class Predictor:
                     raise
                 current = tile[-1] or max(frame.shape[-2:])
                 smaller = current // 2
-                floor = self.model.metadata.size_multiple[-1] + 2 * self.halo[-1]
-                if smaller < floor:
+                if smaller < self.model.metadata.size_multiple[-1]:
                     raise InputError(
                         f"out of memory even with {current}-px tiles; use --provider cpu or a "
                         "machine with more memory"

@@ -5,8 +5,8 @@ known pixel size (nm). :func:`check_psf` refuses what cannot be trusted with one
 says how to fix it, and repairs (with a logged warning) what is safe to repair: a camera
 background, small negative values, a peak a few pixels off centre, a 3D PSF given for 2D data.
 
-Numpy only (the runtime's dependencies): resampling is separable linear interpolation with
-``numpy.interp``, which is all a smooth, band-limited PSF needs.
+Numpy only (the runtime's dependencies): resampling is separable Fourier interpolation with
+an explicit DFT, exact for a band-limited PSF.
 """
 
 from __future__ import annotations
@@ -147,28 +147,52 @@ def _recentre(data: np.ndarray, source: str) -> np.ndarray:
     return out
 
 
-def _interp_line(values: np.ndarray, x_new: np.ndarray, x_old: np.ndarray) -> np.ndarray:
-    return np.interp(x_new, x_old, values, left=0.0, right=0.0)
+def _resample_line(
+    values: np.ndarray, old: float, new: float, n_new: int, integrate: bool
+) -> np.ndarray:
+    """Band-limited (Fourier) resampling of one centred line from pitch ``old`` to ``new``.
+
+    With ``integrate``, the camera-pixel integration is exchanged too: the spectrum is divided
+    by the old pixel's box transform and multiplied by the new one's (``sinc(k p)``), so a PSF
+    recorded with 62.6 nm pixels becomes the PSF a 31.3 nm pixel would record, not a blurrier
+    copy. Numpy only; lines are short (tens of samples), so an explicit DFT matrix is cheap.
+    """
+    n = values.size
+    x_old = (np.arange(n) - n // 2) * old
+    x_new = (np.arange(n_new) - n_new // 2) * new
+    k = np.fft.fftfreq(n, d=old)  # cycles per nm
+    spectrum = np.exp(-2j * np.pi * np.outer(k, x_old)) @ values
+    if integrate:
+        spectrum = spectrum * np.sinc(k * new) / np.sinc(k * old)
+    line = (np.exp(2j * np.pi * np.outer(x_new, k)) @ spectrum).real / n
+    return line
 
 
-def resample_psf(psf: PSF, pixel_size_nm: tuple[float, ...], max_size: int | None = None) -> PSF:
+def resample_psf(
+    psf: PSF,
+    pixel_size_nm: tuple[float, ...],
+    max_size: int | None = None,
+    integrate: tuple[bool, ...] | None = None,
+) -> PSF:
     """Resample to another grid (e.g. the super-resolution grid, half the camera pixel).
 
-    The centre stays on the centre pixel, the output size is odd, and the sum is 1.
-    ``max_size`` limits the output size per axis (before :func:`crop_psf`).
+    The PSF is band-limited (sampled finer than lambda / 4NA), so Fourier resampling is exact up
+    to truncation; lateral axes also exchange the pixel-integration box (see
+    :func:`_resample_line`), the z axis (plane samples) does not. The centre stays on the centre
+    pixel, the output size is odd, negative ripples are clipped, and the sum is 1.
     """
     if len(pixel_size_nm) != psf.ndim:
         raise InputError(f"{psf.source}: need {psf.ndim} pixel sizes, got {pixel_size_nm}")
+    if integrate is None:
+        integrate = (False,) * (psf.ndim - 2) + (True, True)
     data = psf.data.astype(np.float64)
     for axis, (old, new) in enumerate(zip(psf.pixel_size_nm, pixel_size_nm)):
-        n = data.shape[axis]
-        half_extent = (n // 2) * old
-        half = int(np.floor(half_extent / new + 1e-9))
+        half = int(np.floor((data.shape[axis] // 2) * old / new + 1e-9))
         if max_size is not None:
             half = min(half, max_size // 2)
-        x_new = np.arange(-half, half + 1) * new
-        x_old = (np.arange(n) - n // 2) * old
-        data = np.apply_along_axis(_interp_line, axis, data, x_new, x_old)
+        data = np.apply_along_axis(
+            _resample_line, axis, data, old, new, 2 * half + 1, integrate[axis]
+        )
     data = np.clip(data, 0, None)
     return PSF((data / data.sum()).astype(np.float32), tuple(pixel_size_nm), psf.source)
 

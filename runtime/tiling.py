@@ -15,7 +15,6 @@ kept pixel sees the tile border.
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,8 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError
-
-log = logging.getLogger(__name__)
 
 PAD_MODES = ("reflect", "edge")
 
@@ -72,21 +69,13 @@ def _round_up(value: int, multiple: int) -> int:
 
 
 def _plan_axis(size: int, tile: int | None, halo: int, multiple: int) -> tuple[int, list[int]]:
-    """Return (tile length, inner starts) for one axis."""
+    """Return (tile length, inner starts) for one axis; ``tile`` is the inner (kept) size."""
     whole = _round_up(size + 2 * halo, multiple)
-    if tile is None or tile >= whole:
+    if tile is None:
         return whole, [0]
-    inner = (tile - 2 * halo) // multiple * multiple
-    if inner < multiple:
-        inner = multiple
-        log.warning(
-            "tile %d is too small for a halo of %d px; using %d",
-            tile,
-            halo,
-            _round_up(inner + 2 * halo, multiple),
-        )
+    inner = max(multiple, tile // multiple * multiple)
     length = _round_up(inner + 2 * halo, multiple)
-    if length >= whole:
+    if length >= whole or inner >= size:
         return whole, [0]
     return length, list(range(0, size, inner))
 
@@ -104,9 +93,10 @@ def plan_tiles(
     image_shape : sequence of int
         Spatial shape of the image (``YX`` or ``ZYX``).
     tile_shape : sequence of int or None
-        Wanted tile size per axis (``None``: one tile along that axis). Sizes are adjusted
-        down to a multiple of ``size_multiple`` after the halo, and never exceed what the
-        image needs.
+        Size of the region each tile restores, per axis (``None``: one tile along that axis),
+        rounded down to a multiple of ``size_multiple``. Each tile adds ``halo`` on both sides,
+        so the network sees ``tile + 2 * halo`` (rounded up to the multiple), never more than
+        the whole padded image.
     halo : sequence of int
         Context kept around each tile's inner region, per axis (the receptive-field radius).
     size_multiple : sequence of int

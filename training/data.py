@@ -1,0 +1,124 @@
+"""Training pairs generated on the fly from the noisy frames themselves.
+
+Each pair: a frame is chosen, a patch centre is drawn preferentially on foreground (a blurred
+foreground-minus-background map), a window 1.5x the patch is cut (so any rotation still fills
+the patch), recorrupted into input and target, rotated by a random angle and flipped (the same
+transform for both: linear maps keep the two noises uncorrelated), cropped, and normalised with
+the frame's whole-image percentiles (as the runtime does). Arrays are ``YX``, values in ADU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+from scipy.ndimage import gaussian_filter, rotate
+
+from ..runtime.errors import InputError
+from .config import TrainConfig
+from .recorrupt import NoiseModel, estimate_noise, recorrupt
+
+log = logging.getLogger(__name__)
+
+BACKGROUND_SHARE = 0.1  # part of the sampling weight spread uniformly (background patches too)
+
+
+def foreground_weights(frame: np.ndarray, patch: int) -> np.ndarray:
+    """Sampling weights for patch centres: blurred foreground-minus-background, plus a floor."""
+    frame = np.asarray(frame, np.float64)
+    detail = gaussian_filter(frame, 2) - gaussian_filter(frame, max(8, patch / 4))
+    weights = gaussian_filter(np.clip(detail, 0, None), patch / 8)
+    total = weights.sum()
+    weights = weights / total if total > 0 else np.full_like(weights, 1 / weights.size)
+    weights = (1 - BACKGROUND_SHARE) * weights + BACKGROUND_SHARE / weights.size
+    return np.cumsum(weights.ravel())
+
+
+class PatchSampler:
+    """Draws normalised (input, target) patch pairs from noisy frames.
+
+    Parameters
+    ----------
+    frames : list of numpy.ndarray
+        Noisy ``YX`` frames in camera counts (ADU).
+    cfg : TrainConfig
+        Patch size, recorruption ranges, normalisation percentiles.
+    rng : numpy.random.Generator
+        The only source of randomness (its state is checkpointed).
+    """
+
+    def __init__(self, frames: list[np.ndarray], cfg: TrainConfig, rng: np.random.Generator):
+        self.cfg = cfg
+        self.rng = rng
+        self.frames = [np.asarray(f, np.float32) for f in frames]
+        for f in self.frames:
+            if min(f.shape) < cfg.patch_size:
+                raise InputError(
+                    f"image of {f.shape[0]}x{f.shape[1]} px is smaller than the training patch "
+                    f"({cfg.patch_size} px); use --patch-size {self._fit(min(f.shape))} or larger "
+                    "images"
+                )
+        self.noise: list[NoiseModel] = [
+            estimate_noise(f, cfg.background, cfg.gain) for f in self.frames
+        ]
+        self.ranges = [
+            tuple(float(v) for v in np.percentile(f, [cfg.norm_low, cfg.norm_high]))
+            for f in self.frames
+        ]
+        for lo, hi in self.ranges:
+            if not hi > lo:
+                raise InputError("a training frame is constant; nothing to learn from it")
+        self.cdfs = [foreground_weights(f, cfg.patch_size) for f in self.frames]
+        self.window = (
+            int(math.ceil(cfg.patch_size * 1.5 / 2) * 2) if cfg.rotation else cfg.patch_size
+        )
+
+    def _fit(self, size: int) -> int:
+        m = self.cfg.size_multiple
+        return max(m, (size - 2 * self.cfg.pad_xy) // m * m)
+
+    def _window(self, k: int) -> np.ndarray:
+        frame = self.frames[k]
+        idx = int(np.searchsorted(self.cdfs[k], self.rng.random() * self.cdfs[k][-1]))
+        cy, cx = np.unravel_index(min(idx, frame.size - 1), frame.shape)
+        half = self.window // 2
+        ys = np.clip(np.arange(cy - half, cy - half + self.window), 0, None)
+        xs = np.clip(np.arange(cx - half, cx - half + self.window), 0, None)
+        # reflect at the far edges too (windows may reach past the image)
+        ys = np.where(ys >= frame.shape[0], 2 * frame.shape[0] - 2 - ys, ys)
+        xs = np.where(xs >= frame.shape[1], 2 * frame.shape[1] - 2 - xs, xs)
+        return frame[np.ix_(ys, xs)]
+
+    def pair(self) -> tuple[np.ndarray, np.ndarray]:
+        """One normalised ``(input, target)`` pair, each ``patch x patch`` float32."""
+        cfg, rng = self.cfg, self.rng
+        k = int(rng.integers(len(self.frames)))
+        window = self._window(k)
+        x, y = recorrupt(
+            window,
+            self.noise[k],
+            alpha=rng.uniform(*cfg.alpha_range),
+            beta1=cfg.gain * rng.uniform(*cfg.beta1_range),
+            beta2_scale=rng.uniform(*cfg.beta2_scale_range),
+            rng=rng,
+        )
+        p = cfg.patch_size
+        if cfg.rotation:
+            angle = rng.uniform(0, 360)
+            x = rotate(x, angle, reshape=False, order=1, mode="reflect")
+            y = rotate(y, angle, reshape=False, order=1, mode="reflect")
+        o = (x.shape[0] - p) // 2
+        x, y = x[o : o + p, o : o + p], y[o : o + p, o : o + p]
+        turns, flip = int(rng.integers(4)), bool(rng.integers(2))
+        x, y = np.rot90(x, turns), np.rot90(y, turns)
+        if flip:
+            x, y = x[:, ::-1], y[:, ::-1]
+        lo, hi = self.ranges[k]
+        scale = 1.0 / (hi - lo)
+        return ((x - lo) * scale).astype(np.float32), ((y - lo) * scale).astype(np.float32)
+
+    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` pairs as ``[n, 1, P, P]`` arrays (input, target)."""
+        pairs = [self.pair() for _ in range(n)]
+        return (np.stack([a for a, _ in pairs])[:, None], np.stack([b for _, b in pairs])[:, None])

@@ -1,0 +1,77 @@
+"""Loss curve and preview images (matplotlib, Agg backend, written atomically)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..runtime.io import atomic_output
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def loss_curve(csv_path: Path, png_path: Path) -> None:
+    """Plot the loss terms against iterations (log scale)."""
+    with Path(csv_path).open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    plt = _figure()
+    it = np.array([int(r["iteration"]) for r in rows])
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for key in ("loss", "denoise", "deconv"):
+        values = np.array([float(r[key]) for r in rows])
+        window = max(1, len(values) // 100)
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        ax.plot(it[window - 1 :], smooth, label=key)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("L1 loss (normalised units)")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_output(png_path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def side_by_side(panels: list[tuple[str, np.ndarray]], png_path: Path, width: float = 4) -> None:
+    """Save images next to each other (each percentile-scaled), titled."""
+    plt = _figure()
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), width), dpi=100)
+    for ax, (title, image) in zip(np.atleast_1d(axes), panels):
+        lo, hi = np.percentile(image, [0.5, 99.8])
+        ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+        ax.set_title(title)
+        ax.axis("off")
+    fig.tight_layout()
+    with atomic_output(png_path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def preview(model: torch.nn.Module, crop: np.ndarray, cfg, png_path: Path) -> None:
+    """raw | denoised | deconvolved on the stored training crop."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        den, dec = model(torch.from_numpy(crop[None, None]).to(device))
+    model.train(was_training)
+    side_by_side(
+        [
+            ("raw", crop),
+            ("denoised", den[0, 0].float().cpu().numpy()),
+            ("deconvolved", dec[0, 0].float().cpu().numpy()),
+        ],
+        png_path,
+    )

@@ -1,0 +1,26 @@
+"""Real fluorescence images that ship inside PyPI wheels, usable offline."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from ..runtime.errors import InputError
+
+
+def stardist_nuclei() -> Path:
+    """Path of stardist's ``img2d.tif`` (512x512 widefield nuclei, uint16, no pixel size).
+
+    Only the file is needed: ``pip install --no-deps stardist`` is enough (the package is not
+    imported, so its TensorFlow dependencies are not required).
+    """
+    spec = importlib.util.find_spec("stardist")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(
+            "the demo image ships in the stardist wheel; install it with "
+            "'pip install --no-deps stardist' (or run 'make demo')"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "images" / "img2d.tif"
+    if not path.is_file():
+        raise InputError(f"stardist is installed but {path} is missing; reinstall stardist")
+    return path
