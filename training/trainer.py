@@ -267,6 +267,7 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, truncated zip, code in the pickle
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:150]
         raise InputError(
-            f"checkpoint {describe(path)} cannot be loaded safely ({str(err).splitlines()[0][:150]})"
+            f"checkpoint {describe(path)} cannot be loaded safely ({reason})"
         ) from None
