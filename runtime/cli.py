@@ -197,7 +197,13 @@ def output_plan(
     default=None,
     help="Context per tile side in px; default: the model's halo (exact, seam-free).",
 )
-@click.option("--batch", default=4, show_default=True, type=int, help="Tiles per inference call.")
+@click.option(
+    "--batch",
+    default=1,
+    show_default=True,
+    type=int,
+    help="Tiles per inference call (raise it on a GPU).",
+)
 @click.option(
     "--provider",
     type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),

@@ -61,7 +61,7 @@ class PredictOptions:
     tile: int | None = 512
     tile_z: int | None = None
     overlap: int | None = None
-    batch: int = 4
+    batch: int = 1
     pad_mode: str = "reflect"
     channel: int | None = None
     rescale: bool = False

@@ -83,7 +83,6 @@ class Trainer:
     ):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = pick_device(cfg.device)
         torch.set_flush_denormal(True)  # denormals made CPU steps 5-25x slower (METHOD.md)
         if cfg.threads:
@@ -106,6 +105,7 @@ class Trainer:
         self.elapsed = 0.0
         self.psf_sha256 = ""
         self.parity_crop = self._parity_crop(frames[0])
+        self.run_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs were accepted
         cfg.save(self.run_dir / "config.json")
         for model in self.sampler.noise:
             log.info("noise model: %s", model.describe())
