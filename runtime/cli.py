@@ -230,6 +230,11 @@ def output_plan(
     is_flag=True,
     help="Write uint16 rescaled to percentiles 3-100 (the reference's output).",
 )
+@click.option(
+    "--damp-stripes",
+    is_flag=True,
+    help="Suppress sCMOS fixed-pattern stripes (Fourier damping of the outputs).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
@@ -247,6 +252,7 @@ def predict(
     padding,
     channel,
     rescale,
+    damp_stripes,
     overwrite,
     quiet,
 ):
@@ -272,6 +278,7 @@ def predict(
         pad_mode=padding,
         channel=channel,
         rescale=rescale,
+        damp_stripes=damp_stripes,
         progress=not quiet,
     )
     files = expand_inputs(inputs)

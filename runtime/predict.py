@@ -21,6 +21,7 @@ from .errors import InputError, describe
 from .io import Image, check_writable, memmap_output, read_image
 from .model import Model
 from .normalize import denormalize, frame_range, normalize
+from .postprocess import damp_stripes
 from .tiling import PAD_MODES, TilePlan, plan_tiles, read_tile
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ class PredictOptions:
     rescale : bool
         Write uint16 rescaled to percentiles 3-100 per frame (the reference's output) instead
         of float32 in input units.
+    damp_stripes : bool
+        Suppress sCMOS fixed-pattern stripes in the outputs (Fourier damping, per plane).
     progress : bool
         Show a progress bar.
     """
@@ -65,6 +68,7 @@ class PredictOptions:
     pad_mode: str = "reflect"
     channel: int | None = None
     rescale: bool = False
+    damp_stripes: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -304,10 +308,20 @@ class Predictor:
                 self.restore_frame(
                     data[index], lo, hi, None if den is None else den[index], dec[index], bar
                 )
+                if self.options.damp_stripes:
+                    for out in (dec, den):
+                        if out is not None:
+                            _damp_planes(out[index])
             if self.options.rescale:
                 _write_rescaled(dec, out_path, axes, sr_sizes, frame_shape)
                 if den is not None:
                     _write_rescaled(den, den_path, axes, image.pixel_size_nm, frame_shape)
+
+
+def _damp_planes(frame: np.ndarray) -> None:
+    """Fourier stripe damping of every ``YX`` plane of ``frame``, in place."""
+    for plane in np.ndindex(frame.shape[:-2]):
+        frame[plane] = damp_stripes(frame[plane])
 
 
 def rescale_frame(frame: np.ndarray) -> np.ndarray:

@@ -252,3 +252,10 @@ def test_runtime_never_imports_torch(model2d, image2d, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "LOADED []" in done.stdout
     assert (tmp_path / "o.tif").exists()
+
+
+def test_damp_stripes_option_runs(model2d, image2d, tmp_path):
+    out = tmp_path / "sr.tif"
+    result = run("predict", model2d, image2d, "-o", out, "--damp-stripes", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert np.isfinite(tifffile.imread(out)).all()
