@@ -31,6 +31,11 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     ),
     "train": ("zsdeconvnet.training.cli:train", "Zero-shot training on the image itself.", True),
     "export": ("zsdeconvnet.training.cli:export", "Export a training checkpoint to ONNX.", True),
+    "adapt": (
+        "zsdeconvnet.training.cli:adapt",
+        "Fine-tune per frame, then restore it (test-time adaptation).",
+        True,
+    ),
     "demo": (
         "zsdeconvnet.training.demo:demo",
         "The main job on a shipped image: psf, train, export, predict.",

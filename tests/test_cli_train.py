@@ -108,3 +108,18 @@ def test_train_bad_inputs_are_one_line(nuclei, tmp_path):
     result = run("train", small, "--psf", psf, "-o", tmp_path / "m.onnx", *FAST)
     assert result.exit_code == 2 and "smaller than the training patch" in result.output
     assert not (tmp_path / "m_training").exists()
+
+
+def test_adapt_command_restores_every_frame(nuclei, tmp_path):
+    image, psf = nuclei
+    model = tmp_path / "m.onnx"
+    assert run("train", image, "--psf", psf, "-o", model, *FAST).exit_code == 0
+    movie = tmp_path / "movie.tif"
+    frames = np.stack([tifffile.imread(image)[:128, :128]] * 2)
+    write_tiff(movie, frames, "TYX", {"X": 325.0, "Y": 325.0})
+    out = tmp_path / "movie_sr.tif"
+    result = run("adapt", tmp_path / "m_training", movie, "-o", out, "--iterations", "2")
+    assert result.exit_code == 0, result.output
+    sr = read_image(out)
+    assert sr.axes == "TYX" and sr.data.shape == (2, 256, 256)
+    assert sr.pixel_size_nm["X"] == pytest.approx(162.5, rel=1e-4)

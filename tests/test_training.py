@@ -157,3 +157,16 @@ def test_psf_resampled_to_half_pixel(sim):
     )[0]
     direct /= direct.sum()
     assert np.abs(sr.data - direct).max() < 0.02 * direct.max()
+
+
+def test_test_time_adaptation_fine_tunes_per_frame(sim, tmp_path):
+    from zsdeconvnet.training.adapt import adapt_and_restore
+
+    trainer = make_trainer(sim, tmp_path, iterations=5)
+    trainer.train(progress=False)
+    frame = sim[1]["noisy"].astype(np.float32)
+    ((d0, s0),) = adapt_and_restore(tmp_path, [frame], iterations=0)
+    ((d1, s1),) = adapt_and_restore(tmp_path, [frame], iterations=3)
+    assert s0.shape == s1.shape == (128, 128) and d0.shape == (64, 64)
+    assert not np.allclose(s0, s1)  # the copy was really fine-tuned
+    assert load_checkpoint(tmp_path)["iteration"] == 5  # the trained model is untouched

@@ -234,3 +234,50 @@ def export(checkpoint, output, overwrite):
     check_writable(output, overwrite)
     diff = export_checkpoint(checkpoint, output)
     click.echo(f"wrote {output} (onnxruntime vs torch max |diff| {diff:.1e})")
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--denoised", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--iterations",
+    type=int,
+    default=50,
+    show_default=True,
+    help="Fine-tuning iterations per frame.",
+)
+@click.option("--channel", type=int, default=None)
+@click.option("--overwrite", is_flag=True)
+@friendly_errors
+def adapt(checkpoint, image, output, denoised, iterations, channel, overwrite):
+    """Restore each frame of IMAGE after fine-tuning a copy of the model on it.
+
+    Test-time adaptation for time series whose structures change (e.g. mitosis): the model of
+    the training run CHECKPOINT (file or folder) is fine-tuned for --iterations on every frame
+    before that frame is restored. Needs torch; the result is written like 'predict' writes it.
+
+    \b
+    Example:
+      zsdeconvnet adapt cell_training movie.tif -o movie_sr.tif --iterations 50
+    """
+    from ..runtime.io import write_tiff
+    from .adapt import adapt_and_restore
+
+    check_writable(output, overwrite)
+    if denoised is not None:
+        check_writable(denoised, overwrite)
+    source = read_image(image, memmap=False)
+    frames, _ = load_frames([image], channel)
+    results = adapt_and_restore(str(checkpoint), frames, iterations=iterations)
+    axes = source.axes.replace("C", "")  # one channel was chosen
+    shape = np.asarray(source.data).shape
+    lead = tuple(n for a, n in zip(source.axes[:-2], shape[:-2]) if a != "C")
+    sr = np.stack([r[1] for r in results]).reshape(*lead, *results[0][1].shape)
+    sizes = {k: v / 2 if k in "XY" else v for k, v in source.pixel_size_nm.items()}
+    write_tiff(output, sr, axes, sizes)
+    if denoised is not None:
+        dn = np.stack([r[0] for r in results]).reshape(*lead, *results[0][0].shape)
+        write_tiff(denoised, dn, axes, source.pixel_size_nm)
+    click.echo(f"wrote {output} ({len(frames)} frame(s), {iterations} iterations each)")

@@ -69,8 +69,9 @@ class Trainer:
         Checked PSF (any pixel size; resampled here).
     pixel_size_nm : float
         Camera pixel size of the frames.
-    run_dir : path-like
-        Folder for checkpoints, logs and plots.
+    run_dir : path-like or None
+        Folder for checkpoints, logs and plots; ``None`` keeps everything in memory
+        (test-time adaptation).
     """
 
     def __init__(
@@ -79,10 +80,10 @@ class Trainer:
         frames: list[np.ndarray],
         psf: PSF,
         pixel_size_nm: float,
-        run_dir: str | Path,
+        run_dir: str | Path | None,
     ):
         self.cfg = cfg
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
         self.device = pick_device(cfg.device)
         torch.set_flush_denormal(True)  # denormals made CPU steps 5-25x slower (METHOD.md)
         if cfg.threads:
@@ -105,8 +106,9 @@ class Trainer:
         self.elapsed = 0.0
         self.psf_sha256 = ""
         self.parity_crop = self._parity_crop(frames[0])
-        self.run_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs were accepted
-        cfg.save(self.run_dir / "config.json")
+        if self.run_dir is not None:  # only once the inputs were accepted
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.run_dir / "config.json")
         for model in self.sampler.noise:
             log.info("noise model: %s", model.describe())
 
@@ -239,7 +241,8 @@ class Trainer:
                 if self.iteration % 10 == 0 or self.iteration == end:
                     bar.set_postfix(loss=f"{parts['loss']:.4f}", lr=f"{parts['lr']:.1e}")
                 bar.update(1)
-                if self.iteration % cfg.checkpoint_every == 0 or self.iteration == end:
+                checkpoint = self.iteration % cfg.checkpoint_every == 0 or self.iteration == end
+                if checkpoint and self.run_dir is not None:
                     self._log_rows(rows)
                     rows = []
                     self.save_checkpoint()
