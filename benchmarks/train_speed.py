@@ -1,0 +1,59 @@
+"""Training step time and throughput of the presets, measured on one simulated image.
+
+    python benchmarks/train_speed.py [--steps 10] [--device cpu]
+
+Prints ms per step (median after a warm-up step) and samples (patches) per second, with the
+data pipeline (recorruption, rotation) included, exactly as ``train`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from zsdeconvnet.runtime.psf import check_psf
+from zsdeconvnet.training.config import preset
+from zsdeconvnet.training.simulate import SimulationConfig, simulate
+from zsdeconvnet.training.trainer import Trainer
+
+from runtime_speed import cpu_name  # noqa: E402  (benchmarks/ is the working directory)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--presets", nargs="*", default=["fast", "paper"])
+    args = parser.parse_args()
+    sim = SimulationConfig(structure="mixed", photons=10, size=256, seed=0)
+    images = simulate(sim)
+    psf = check_psf(images["psf"], (sim.pixel_nm, sim.pixel_nm), 2)
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"device {args.device}")
+    for name in args.presets:
+        cfg = preset(name, device=args.device, checkpoint_every=10**9)
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = Trainer(cfg, [images["noisy"].astype(np.float32)], psf, sim.pixel_nm, tmp)
+            trainer.step()
+            times = []
+            for _ in range(args.steps):
+                start = time.perf_counter()
+                trainer.step()
+                if args.device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - start)
+        params = sum(p.numel() for p in trainer.model.parameters()) / 1e6
+        step = statistics.median(times)
+        print(f"{name:6s} {params:5.2f} M params, batch {cfg.batch_size}x{cfg.patch_size}^2: "
+              f"{1000 * step:7.1f} ms/step, {cfg.batch_size / step:6.1f} samples/s, "
+              f"{cfg.iterations} iterations = {cfg.iterations * step / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
