@@ -16,13 +16,11 @@ import time
 
 import numpy as np
 import torch
-
+from runtime_speed import cpu_name  # benchmarks/ is on sys.path when run as a script
 from zsdeconvnet.runtime.psf import check_psf
 from zsdeconvnet.training.config import preset
 from zsdeconvnet.training.simulate import SimulationConfig, simulate
 from zsdeconvnet.training.trainer import Trainer
-
-from runtime_speed import cpu_name  # noqa: E402  (benchmarks/ is the working directory)
 
 
 def main() -> None:
@@ -34,8 +32,10 @@ def main() -> None:
     sim = SimulationConfig(structure="mixed", photons=10, size=256, seed=0)
     images = simulate(sim)
     psf = check_psf(images["psf"], (sim.pixel_nm, sim.pixel_nm), 2)
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"device {args.device}")
+    print(
+        f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"device {args.device}"
+    )
     for name in args.presets:
         cfg = preset(name, device=args.device, checkpoint_every=10**9)
         with tempfile.TemporaryDirectory() as tmp:
@@ -50,9 +50,11 @@ def main() -> None:
                 times.append(time.perf_counter() - start)
         params = sum(p.numel() for p in trainer.model.parameters()) / 1e6
         step = statistics.median(times)
-        print(f"{name:6s} {params:5.2f} M params, batch {cfg.batch_size}x{cfg.patch_size}^2: "
-              f"{1000 * step:7.1f} ms/step, {cfg.batch_size / step:6.1f} samples/s, "
-              f"{cfg.iterations} iterations = {cfg.iterations * step / 60:.1f} min")
+        print(
+            f"{name:6s} {params:5.2f} M params, batch {cfg.batch_size}x{cfg.patch_size}^2: "
+            f"{1000 * step:7.1f} ms/step, {cfg.batch_size / step:6.1f} samples/s, "
+            f"{cfg.iterations} iterations = {cfg.iterations * step / 60:.1f} min"
+        )
 
 
 if __name__ == "__main__":
