@@ -259,3 +259,17 @@ def test_damp_stripes_option_runs(model2d, image2d, tmp_path):
     result = run("predict", model2d, image2d, "-o", out, "--damp-stripes", "--quiet")
     assert result.exit_code == 0, result.output
     assert np.isfinite(tifffile.imread(out)).all()
+
+
+def test_training_commands_without_torch_say_what_to_install(tmp_path):
+    script = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # as if torch were not installed\n"
+        "from zsdeconvnet.runtime.cli import main\n"
+        "main(['train', 'x.tif', '--psf', 'p.tif', '-o', 'm.onnx'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 1
+    assert "zsdeconvnet[train]" in done.stderr and "Traceback" not in done.stderr

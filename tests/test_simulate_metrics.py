@@ -116,17 +116,20 @@ def test_frc_of_independent_noisy_copies_finds_the_resolution():
     assert abbe * 0.9 < res < abbe * 2.5
 
 
-@pytest.mark.parametrize("sigma_px", [1.5, 3.0])
+@pytest.mark.parametrize("sigma_px", [1.0, 2.0, 3.0])
 def test_decorrelation_tracks_known_resolution(sigma_px):
-    """Images blurred to a known resolution: the estimate follows it within 35 %."""
+    """Random points blurred to a known FWHM: a clean image gives that FWHM within 30 %;
+    shot noise makes the estimate worse, never better."""
     rng = np.random.default_rng(0)
     field = np.zeros((256, 256))
     field[tuple(rng.integers(0, 256, (2, 3000)))] = 1
-    image = gaussian_filter(field, sigma_px) + rng.normal(0, 1e-4, field.shape)
-    # Gaussian blur: the spectrum falls to noise near k_c; FWHM-equivalent resolution
-    estimate = decorrelation_resolution(image, pixel_nm=1.0)
+    blurred = gaussian_filter(field, sigma_px)
     fwhm = 2.3548 * sigma_px
-    assert 0.65 * fwhm < estimate < 1.35 * 2 * fwhm
+    clean = decorrelation_resolution(blurred + rng.normal(0, 1e-4, field.shape), pixel_nm=1.0)
+    assert 0.9 * fwhm < clean < 1.3 * fwhm
+    photons = blurred / blurred.max() * 100
+    noisy = decorrelation_resolution(rng.poisson(photons + 5).astype(float), pixel_nm=1.0)
+    assert noisy >= clean
 
 
 def test_simulate_and_evaluate_commands(tmp_path):

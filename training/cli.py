@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+import torch  # noqa: F401  (fail at import: the lazy CLI turns this into an install hint)
 
 from ..runtime.cli import expand_inputs, friendly_errors
 from ..runtime.errors import InputError, describe

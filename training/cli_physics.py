@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+import scipy  # noqa: F401  (fail at import: the lazy CLI turns this into an install hint)
 
 from ..runtime.cli import friendly_errors
 from ..runtime.errors import InputError

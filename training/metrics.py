@@ -11,8 +11,10 @@ Arrays are ``YX``; pixel sizes in nm; resolutions returned in nm.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
-from scipy.optimize import curve_fit
+from scipy.optimize import OptimizeWarning, curve_fit
 from skimage.metrics import structural_similarity
 from skimage.transform import resize
 
@@ -84,9 +86,11 @@ def bead_fwhm(
         yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
         guess = (win.max() - np.median(win), y - yi, x - xi, 1.5, np.median(win))
         try:
-            params, _ = curve_fit(
-                _gauss2d, (yy.ravel(), xx.ravel()), win.ravel(), p0=guess, maxfev=2000
-            )
+            with warnings.catch_warnings():  # ill-conditioned fits are dropped below
+                warnings.simplefilter("ignore", OptimizeWarning)
+                params, _ = curve_fit(
+                    _gauss2d, (yy.ravel(), xx.ravel()), win.ravel(), p0=guess, maxfev=2000
+                )
         except (RuntimeError, ValueError):
             continue
         amplitude, dy, dx, sigma, _ = params
