@@ -36,6 +36,12 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
         "Fine-tune per frame, then restore it (test-time adaptation).",
         True,
     ),
+    "fiji": ("zsdeconvnet.fiji_bridge.cli:fiji", "Fiji / ImageJ: install macros, launch.", False),
+    "serve": (
+        "zsdeconvnet.fiji_bridge.cli:serve",
+        "Warm prediction server for macros (127.0.0.1).",
+        False,
+    ),
     "demo": (
         "zsdeconvnet.training.demo:demo",
         "The main job on a shipped image: psf, train, export, predict.",
@@ -94,6 +100,14 @@ def _missing_extra(name: str, help_text: str, missing: str) -> click.Command:
     return stub
 
 
+#: Set by the hidden ``--errors-to-stdout`` option: ImageJ's ``exec()`` reads stdout only.
+_ERRORS_TO_STDOUT = False
+
+
+def _report(message: str) -> None:
+    click.echo(message, err=not _ERRORS_TO_STDOUT)
+
+
 def friendly_errors(func):
     """Turn :class:`InputError` into one ``Error: ...`` line and exit code 2."""
 
@@ -102,11 +116,11 @@ def friendly_errors(func):
         try:
             return func(*args, **kwargs)
         except InputError as err:
-            click.echo(f"Error: {err}", err=True)
+            _report(f"Error: {err}")
             sys.exit(2)
         except OSError as err:  # disk full, permissions, ... while writing
             where = f"'{err.filename}': " if err.filename else ""
-            click.echo(f"Error: {where}{err.strerror or err}; no partial output was kept", err=True)
+            _report(f"Error: {where}{err.strerror or err}; no partial output was kept")
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted; no partial output was kept.", err=True)
@@ -118,7 +132,8 @@ def friendly_errors(func):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="zsdeconvnet")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def main(verbose: int) -> None:
+@click.option("--errors-to-stdout", is_flag=True, hidden=True)
+def main(verbose: int, errors_to_stdout: bool) -> None:
     """ZS-DeconvNet: zero-shot denoising and super-resolution for fluorescence microscopy.
 
     Train on one noisy image and its PSF, export one ONNX file, restore images anywhere.
@@ -128,6 +143,8 @@ def main(verbose: int) -> None:
       zsdeconvnet predict model.onnx cell.tif -o cell_sr.tif
       zsdeconvnet info model.onnx
     """
+    global _ERRORS_TO_STDOUT
+    _ERRORS_TO_STDOUT = errors_to_stdout
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s: %(message)s")
 
