@@ -90,6 +90,7 @@ class ModelCache:
 class Handler(BaseHTTPRequestHandler):
     server: PredictionServer
     protocol_version = "HTTP/1.1"
+    timeout = 30  # seconds a client may stay silent (slow or half-sent requests are dropped)
 
     def log_message(self, fmt: str, *args) -> None:  # route to logging, not stderr
         log.info("%s %s", self.address_string(), fmt % args)
