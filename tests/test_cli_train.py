@@ -201,3 +201,26 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(nuclei, tmp_path):
     b = load_checkpoint(tmp_path / "killed_training")["model"]
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def test_int8_export_is_gated_on_psnr_against_fp32(nuclei, tmp_path):
+    image, psf = nuclei
+    assert run("train", image, "--psf", psf, "-o", tmp_path / "m.onnx", *FAST).exit_code == 0
+    run_dir = tmp_path / "m_training"
+    refused = run(
+        "export", run_dir, "-o", tmp_path / "q.onnx", "--quantize", "int8", "--min-psnr", "200"
+    )
+    assert refused.exit_code == 2 and "not written" in refused.output
+    assert not (tmp_path / "q.onnx").exists()
+    result = run(
+        "export", run_dir, "-o", tmp_path / "q.onnx", "--quantize", "int8", "--min-psnr", "30"
+    )
+    assert result.exit_code == 0, result.output
+    meta = Model(tmp_path / "q.onnx", provider="cpu").metadata
+    assert meta.training["quantization"]["psnr_vs_fp32_db"]["deconvolved"] >= 30
+    out = tmp_path / "q_sr.tif"
+    assert run("predict", tmp_path / "q.onnx", image, "-o", out, "--quiet").exit_code == 0
+    fp32 = tmp_path / "f_sr.tif"
+    assert run("predict", tmp_path / "m.onnx", image, "-o", fp32, "--quiet").exit_code == 0
+    a, b = tifffile.imread(fp32), tifffile.imread(out)
+    assert 10 * np.log10(np.ptp(a) ** 2 / np.mean((a - b) ** 2)) > 25

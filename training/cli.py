@@ -218,23 +218,44 @@ def train(
 @click.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--quantize",
+    type=click.Choice(["int8"]),
+    default=None,
+    help="Write a static-int8 model calibrated on the training image (CPU speed).",
+)
+@click.option(
+    "--min-psnr",
+    type=float,
+    default=45.0,
+    show_default=True,
+    help="Refuse a quantised model whose outputs differ from fp32 more than this (dB).",
+)
 @click.option("--overwrite", is_flag=True)
 @friendly_errors
-def export(checkpoint, output, overwrite):
+def export(checkpoint, output, quantize, min_psnr, overwrite):
     """Export a training CHECKPOINT (file or run folder) to a self-describing ONNX model.
 
     The export is checked against torch on the training image (max |diff| <= 1e-4 in the
     normalised domain); a model that fails is not written.
 
     \b
-    Example:
+    Examples:
       zsdeconvnet export cell_training -o cell.onnx
+      zsdeconvnet export cell_training -o cell_int8.onnx --quantize int8
     """
+    from ..export.onnx import ExportError
     from .export_model import export_checkpoint
 
     check_writable(output, overwrite)
-    diff = export_checkpoint(checkpoint, output)
-    click.echo(f"wrote {output} (onnxruntime vs torch max |diff| {diff:.1e})")
+    try:
+        diff = export_checkpoint(checkpoint, output, quantize, min_psnr)
+    except ExportError as err:
+        raise InputError(str(err)) from None
+    click.echo(
+        f"wrote {output} (onnxruntime vs torch max |diff| {diff:.1e}"
+        f"{'; int8, checked against fp32' if quantize else ''})"
+    )
 
 
 @click.command()

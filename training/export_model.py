@@ -6,12 +6,15 @@ import datetime
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
 from .. import __version__
 from ..export.onnx import export_model
+from ..runtime.errors import InputError
 from ..runtime.metadata import ModelMetadata, Normalization
 from .config import TrainConfig
 from .trainer import load_checkpoint
@@ -59,11 +62,58 @@ def metadata_from_state(state: dict, cfg: TrainConfig) -> ModelMetadata:
     )
 
 
-def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike) -> float:
-    """Export a training checkpoint (file or run folder) to ONNX; returns the parity error."""
+def export_checkpoint(
+    checkpoint: str | os.PathLike,
+    output: str | os.PathLike,
+    quantize: str | None = None,
+    min_psnr: float = 45.0,
+) -> float:
+    """Export a training checkpoint (file or run folder) to ONNX; returns the parity error.
+
+    With ``quantize="int8"`` the written model is the static-int8 version, calibrated on tiles
+    of the training image(s) and refused below ``min_psnr`` dB against fp32.
+    """
     state = load_checkpoint(checkpoint)
     cfg = TrainConfig(**json.loads(state["config"]))
     model = ZSDeconvNet2D.from_config(cfg)
     model.load_state_dict(state["model"])
     crop = state["parity_crop"].numpy().astype(np.float32)[None, None]
-    return export_model(model, metadata_from_state(state, cfg), output, crop)
+    metadata = metadata_from_state(state, cfg)
+    if quantize is None:
+        return export_model(model, metadata, output, crop)
+    if quantize != "int8":
+        raise InputError(f"unknown quantisation {quantize!r}; only 'int8'")
+    from ..export.quantize import quantize_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        diff = export_model(model, metadata, fp32, crop)
+        quantize_model(fp32, output, calibration_tiles(cfg, crop), min_psnr)
+    return diff
+
+
+def calibration_tiles(
+    cfg: TrainConfig, fallback: np.ndarray, size: int = 256, count: int = 8
+) -> list[np.ndarray]:
+    """Normalised tiles of the training images (as the runtime normalises them).
+
+    Falls back to the checkpoint's stored crop when the images are no longer readable.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    frames = []
+    for path in cfg.images:
+        try:
+            data = np.asarray(tifffile.imread(path), np.float32)
+        except (OSError, ValueError):
+            continue
+        frames += list(data.reshape(-1, *data.shape[-2:]))
+    tiles = []
+    for k in range(count if frames else 0):
+        frame = frames[k % len(frames)]
+        lo, hi = np.percentile(frame, [cfg.norm_low, cfg.norm_high])
+        h, w = (min(size, s) // cfg.size_multiple * cfg.size_multiple for s in frame.shape)
+        y = int(rng.integers(0, frame.shape[0] - h + 1))
+        x = int(rng.integers(0, frame.shape[1] - w + 1))
+        tile = (frame[y : y + h, x : x + w] - lo) / max(hi - lo, 1e-12)
+        tiles.append(tile.astype(np.float32)[None, None])
+    return tiles or [fallback]
