@@ -253,6 +253,11 @@ def output_plan(
     help="Write uint16 rescaled to percentiles 3-100 (the reference's output).",
 )
 @click.option(
+    "--io-binding",
+    is_flag=True,
+    help="Use onnxruntime I/O binding (fewer copies on a GPU).",
+)
+@click.option(
     "--damp-stripes",
     is_flag=True,
     help="Suppress sCMOS fixed-pattern stripes (Fourier damping of the outputs).",
@@ -274,6 +279,7 @@ def predict(
     padding,
     channel,
     rescale,
+    io_binding,
     damp_stripes,
     overwrite,
     quiet,
@@ -305,7 +311,7 @@ def predict(
     )
     files = expand_inputs(inputs)
     jobs = output_plan(files, output, denoised)
-    loaded = Model(model, provider=provider, threads=threads)
+    loaded = Model(model, provider=provider, threads=threads, io_binding=io_binding)
     click.echo(
         f"model {model.name}: {loaded.metadata.ndim}D, running on {loaded.active_provider}",
         err=True,
