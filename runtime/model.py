@@ -90,8 +90,13 @@ class Model:
         The provider that really runs the graph (onnxruntime falls back silently; we do not).
     """
 
-    def __init__(self, path: str | os.PathLike, provider: str = "auto", threads: int | None = None,
-                 io_binding: bool = False):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        provider: str = "auto",
+        threads: int | None = None,
+        io_binding: bool = False,
+    ):
         self.path = Path(path)
         self.io_binding = io_binding
         if not self.path.is_file():

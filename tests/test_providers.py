@@ -6,36 +6,45 @@ import logging
 
 import numpy as np
 import pytest
-
 from zsdeconvnet.runtime import model as model_module
 from zsdeconvnet.runtime.errors import InputError
 from zsdeconvnet.runtime.model import Model, resolve_providers
 
 
 def test_auto_prefers_cuda_then_cpu(monkeypatch):
-    monkeypatch.setattr(model_module.ort, "get_available_providers",
-                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        model_module.ort,
+        "get_available_providers",
+        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    )
     assert resolve_providers("auto") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    monkeypatch.setattr(model_module.ort, "get_available_providers",
-                        lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(
+        model_module.ort, "get_available_providers", lambda: ["CPUExecutionProvider"]
+    )
     assert resolve_providers("auto") == ["CPUExecutionProvider"]
 
 
 def test_tensorrt_chain_falls_back_through_cuda(monkeypatch):
-    monkeypatch.setattr(model_module.ort, "get_available_providers",
-                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider",
-                                 "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        model_module.ort,
+        "get_available_providers",
+        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    )
     assert resolve_providers("tensorrt")[0] == "TensorrtExecutionProvider"
-    monkeypatch.setattr(model_module.ort, "get_available_providers",
-                        lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(
+        model_module.ort, "get_available_providers", lambda: ["CPUExecutionProvider"]
+    )
     with pytest.raises(InputError, match="onnxruntime-gpu"):
         resolve_providers("tensorrt")
 
 
 def test_a_silent_fallback_is_reported(model2d, monkeypatch, caplog):
     """onnxruntime may drop CUDA (missing libraries) without an error: we say so."""
-    monkeypatch.setattr(model_module, "resolve_providers",
-                        lambda choice: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        model_module,
+        "resolve_providers",
+        lambda choice: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    )
     real = model_module.ort.InferenceSession
 
     def cpu_only(path, sess_options=None, providers=None):
@@ -45,7 +54,7 @@ def test_a_silent_fallback_is_reported(model2d, monkeypatch, caplog):
     with caplog.at_level(logging.WARNING):
         loaded = Model(model2d, provider="cuda")
     assert loaded.active_provider == "CPUExecutionProvider"
-    assert "asked for CUDAExecutionProvider but onnxruntime runs CPUExecutionProvider" in caplog.text
+    assert "asked for CUDAExecutionProvider but onnxruntime runs CPU" in caplog.text
 
 
 def test_io_binding_gives_the_same_outputs(model2d):
