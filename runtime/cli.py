@@ -258,11 +258,6 @@ def output_plan(
     help="Use onnxruntime I/O binding (fewer copies on a GPU).",
 )
 @click.option(
-    "--io-binding",
-    is_flag=True,
-    help="Use onnxruntime I/O binding (fewer copies on a GPU).",
-)
-@click.option(
     "--damp-stripes",
     is_flag=True,
     help="Suppress sCMOS fixed-pattern stripes (Fourier damping of the outputs).",
