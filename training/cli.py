@@ -18,9 +18,12 @@ from ..runtime.psf import read_psf
 log = logging.getLogger(__name__)
 
 
-def load_frames(paths: list[Path], channel: int | None) -> tuple[list[np.ndarray], float | None]:
-    """All 2D frames of the training files (ADU, float32) and their pixel size (nm) if known."""
-    frames, sizes = [], set()
+def load_frames(
+    paths: list[Path], channel: int | None, ndim: int = 2
+) -> tuple[list[np.ndarray], dict[str, float]]:
+    """The training frames (``YX``) or stacks (``ZYX``) of the files, as float32 ADU, and
+    their pixel sizes (nm, per axis letter) where the metadata has them."""
+    frames, sizes = [], {}
     for path in paths:
         image = read_image(path, memmap=False)
         data, axes = np.asarray(image.data), image.axes
@@ -35,15 +38,26 @@ def load_frames(paths: list[Path], channel: int | None) -> tuple[list[np.ndarray
             if not 0 <= c < n:
                 raise InputError(f"{describe(path)} has {n} channels; --channel {c} does not exist")
             data = np.take(data, c, axis=axes.index("C"))
-        frames += [f.astype(np.float32) for f in data.reshape(-1, *data.shape[-2:])]
-        if "X" in image.pixel_size_nm:
-            sizes.add(round(image.pixel_size_nm["X"], 3))
+            axes = axes.replace("C", "")
+        if ndim == 3 and axes == "TYX" and image.pixel_size_nm.get("Z") is None:
+            log.warning(
+                "%s is a plain stack of planes; reading it as a Z stack (--mode 3d)", path.name
+            )
+            axes = "ZYX"
+        if ndim == 3 and not axes.endswith("ZYX"):
+            raise InputError(
+                f"{describe(path)} has axes {axes!r}; 3D training needs a Z stack (ZYX), saved "
+                "as an ImageJ hyperstack with slices, not frames"
+            )
+        frames += [f.astype(np.float32) for f in data.reshape(-1, *data.shape[-ndim:])]
+        for letter, value in image.pixel_size_nm.items():
+            if letter in sizes and abs(sizes[letter] - value) > 1e-3 * value:
+                raise InputError(f"training images have different {letter} pixel sizes")
+            sizes[letter] = value
     for k, frame in enumerate(frames):
         if not np.isfinite(frame).all():
             raise InputError(f"training frame {k} contains NaN or Inf pixels; clean the data")
-    if len(sizes) > 1:
-        raise InputError(f"training images have different pixel sizes {sorted(sizes)} nm")
-    return frames, (sizes.pop() if sizes else None)
+    return frames, sizes
 
 
 def file_sha256(path: Path) -> str:
@@ -60,10 +74,15 @@ def run_training(cfg, output: Path, progress: bool = True, resume: Path | None =
     from .trainer import Trainer
 
     images = [Path(p) for p in cfg.images]
-    frames, image_px = load_frames(images, cfg.channel)
-    pixel_nm = cfg.pixel_size_nm or image_px
+    frames, image_sizes = load_frames(images, cfg.channel, cfg.ndim)
+    pixel_nm = cfg.pixel_size_nm or image_sizes.get("X")
     psf_path = Path(cfg.psf)
-    psf = read_psf(psf_path, 2, pixel_size_nm=cfg.psf_pixel_size_nm or None)
+    psf = read_psf(
+        psf_path,
+        cfg.ndim,
+        pixel_size_nm=cfg.psf_pixel_size_nm or None,
+        z_step_nm=cfg.psf_z_step_nm or None,
+    )
     if pixel_nm is None:
         pixel_nm = psf.pixel_size_nm[-1]
         log.warning(
@@ -71,14 +90,21 @@ def run_training(cfg, output: Path, progress: bool = True, resume: Path | None =
             images[0].name,
             pixel_nm,
         )
+    z_step = None
+    if cfg.ndim == 3:
+        z_step = cfg.z_step_nm or image_sizes.get("Z")
+        if z_step is None:
+            raise InputError(
+                f"{describe(images[0])} has no z step in its metadata; give --z-step (nm)"
+            )
     run_dir = resume or output.with_name(output.stem + "_training")
-    trainer = Trainer(cfg, frames, psf, pixel_nm, run_dir)
+    trainer = Trainer(cfg, frames, psf, pixel_nm, run_dir, z_step_nm=z_step)
     trainer.psf_sha256 = file_sha256(psf_path)
     if resume is not None:
         trainer.load_checkpoint(resume)
     click.echo(
-        f"training on {len(frames)} frame(s), {trainer.device}, "
-        f"{'; '.join(n.describe() for n in trainer.sampler.noise[:1])}",
+        f"training {cfg.mode} on {len(frames)} {'stack' if cfg.ndim == 3 else 'frame'}(s), "
+        f"{trainer.device}" + "".join(f", {n.describe()}" for n in trainer.sampler.noise[:1]),
         err=True,
     )
     trainer.train(progress=progress)
@@ -123,7 +149,15 @@ def run_training(cfg, output: Path, progress: bool = True, resume: Path | None =
     help="Camera background/offset (ADU); estimated when not given.",
 )
 @click.option("--channel", type=int, default=None, help="Channel of multi-channel files.")
-@click.option("--mode", type=click.Choice(["2d"]), default="2d", show_default=True)
+@click.option(
+    "--mode",
+    type=click.Choice(["auto", "2d", "3d"]),
+    default="auto",
+    show_default=True,
+    help="auto: 3D when the file is a Z stack, else 2D.",
+)
+@click.option("--z-step", type=float, default=None, help="Stack z step (nm), 3D.")
+@click.option("--psf-z-step", type=float, default=None, help="PSF z step (nm), 3D.")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--patch-size", type=int, default=None)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
@@ -156,6 +190,8 @@ def train(
     background,
     channel,
     mode,
+    z_step,
+    psf_z_step,
     batch_size,
     patch_size,
     device,
@@ -167,9 +203,10 @@ def train(
 ):
     """Train ZS-DeconvNet on IMAGES (the noisy data itself) and export an ONNX model.
 
-    No clean data is needed: the images are recorrupted into independent noisy pairs. Pixel
-    sizes come from the TIFF metadata or the options; without any, PSF and image are taken to
-    share one pixel size.
+    No clean data is needed: 2D images are recorrupted into independent noisy pairs; 3D stacks
+    are split into odd and even slices (with gap-amending regularisation). Pixel sizes and z
+    steps come from the TIFF metadata or the options; without a pixel size, PSF and image are
+    taken to share one.
 
     \b
     Examples:
@@ -177,6 +214,7 @@ def train(
       zsdeconvnet train cell.tif --psf psf.tif -o cell.onnx
       zsdeconvnet train movie.tif --psf psf.tif -o m.onnx --preset paper --device cuda
       zsdeconvnet train --resume cell_training -o cell.onnx --overwrite
+      zsdeconvnet train stack.tif --psf psf3d.tif -o stack.onnx --mode 3d --z-step 200
     """
     from .config import TrainConfig
     from .config import preset as make_preset
@@ -193,6 +231,8 @@ def train(
         batch_size=batch_size,
         patch_size=patch_size,
         threads=threads,
+        z_step_nm=z_step,
+        psf_z_step_nm=psf_z_step,
     )
     if resume is not None:
         import json
@@ -204,6 +244,10 @@ def train(
         if not images or psf is None:
             raise InputError("give the training IMAGES and --psf (or --resume a run folder)")
         paths = [str(p) for p in expand_inputs(images)]
+        if mode == "auto":
+            axes = read_image(paths[0]).axes
+            mode = "3d" if "Z" in axes else "2d"
+            log.info("mode %s (axes %s of %s)", mode, axes, paths[0])
         if config_file is not None:
             base = TrainConfig.load(config_file)
             changes = {k: v for k, v in overrides.items() if v is not None}

@@ -31,17 +31,33 @@ from ..runtime.io import check_writable, read_image, write_tiff
 )
 @click.option(
     "--model",
-    type=click.Choice(["pupil", "gaussian", "gibson-lanni"]),
+    type=click.Choice(["pupil", "gaussian", "gibson-lanni", "confocal"]),
     default="pupil",
     show_default=True,
     help="PSF model (see docs).",
 )
+@click.option(
+    "--excitation",
+    type=float,
+    default=None,
+    help="Excitation wavelength (nm) for --model confocal (default: the emission).",
+)
 @click.option("--overwrite", is_flag=True)
 @friendly_errors
 def psf(
-    output, na, wavelength, pixel_size, size, z_step, z_size, refractive_index, model, overwrite
+    output,
+    na,
+    wavelength,
+    pixel_size,
+    size,
+    z_step,
+    z_size,
+    refractive_index,
+    model,
+    excitation,
+    overwrite,
 ):
-    """Generate a widefield PSF from the optics (lengths in nm).
+    """Generate a PSF from the optics (lengths in nm): widefield models or confocal.
 
     A 2D PSF is the in-focus plane; give --z-step and --z-size for a 3D stack. The TIFF carries
     its pixel size and z step.
@@ -58,7 +74,7 @@ def psf(
     if (z_step is None) != (z_size is None):
         raise InputError("give both --z-step and --z-size for a 3D PSF, or neither for 2D")
     z = z_positions(z_size, z_step) if z_size else None
-    data = make_psf(model, size, pixel_size, na, wavelength, refractive_index, z)
+    data = make_psf(model, size, pixel_size, na, wavelength, refractive_index, z, excitation)
     axes = "ZYX" if z_size else "YX"
     write_tiff(
         output,

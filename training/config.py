@@ -18,10 +18,11 @@ from ..runtime.errors import InputError, describe
 
 @dataclass
 class TrainConfig:
-    """Zero-shot training of a 2D ZS-DeconvNet (METHOD.md section 2).
+    """Zero-shot training of ZS-DeconvNet: 2D (METHOD.md section 2) or 3D (section 3).
 
-    Attributes are grouped: data and optics, recorruption, network, loss, optimisation,
-    bookkeeping. ``preset`` names where the defaults came from.
+    Attributes are grouped: data and optics, recorruption (2D), 3D pairs and network, 2D
+    network, loss, optimisation, bookkeeping. ``preset`` names where the defaults came from;
+    :func:`preset` fills the defaults of a mode.
     """
 
     # data and optics
@@ -39,10 +40,23 @@ class TrainConfig:
     alpha_range: tuple[float, float] = (0.5, 1.5)
     beta1_range: tuple[float, float] = (0.5, 1.5)
     beta2_scale_range: tuple[float, float] = (0.8, 1.2)
-    # patches
+    # patches (2D: patch_size x patch_size; 3D: crop_z slices of patch_size x patch_size)
     patch_size: int = 128
     pad_xy: int = 16
     rotation: bool = True
+    # 3D: odd/even slices of crop_z-slice crops, gap-amending regularisation, 3D RCAN
+    z_step_nm: float | None = None
+    psf_z_step_nm: float | None = None
+    crop_z: int = 26
+    pad_z: int = 2
+    gap_amending: bool = True
+    rcan_channels: int = 64
+    rcan_groups: int = 2
+    rcab_per_group: int = 2
+    ca_reduction: int = 16
+    # Channel attention pools over a local (z, y, x) window instead of the whole volume, so
+    # the receptive field is finite and tiled prediction stays exact; None = global (reference).
+    ca_window: tuple[int, int, int] | None = (3, 9, 9)
     # network
     base_channels: int = 32
     levels: int = 4
@@ -57,24 +71,33 @@ class TrainConfig:
     iterations: int = 50_000
     batch_size: int = 4
     lr: float = 5e-5
-    schedule: str = "step"  # "step" (halve every lr_step) or "cosine"
+    schedule: str = "step"  # "step" (halve every lr_step), "milestones" or "cosine"
     lr_step: int = 10_000
+    lr_milestones: tuple[int, ...] = (5000, 7500, 10000)
     lr_min_fraction: float = 0.02
     # bookkeeping
     preset: str = "paper"
     seed: int = 0
     device: str = "cpu"
     checkpoint_every: int = 500
-    preview_every: int = 0  # 0: with every checkpoint
     threads: int | None = None
 
     def __post_init__(self) -> None:
         self.alpha_range = tuple(self.alpha_range)
         self.beta1_range = tuple(self.beta1_range)
         self.beta2_scale_range = tuple(self.beta2_scale_range)
-        multiple = 2 ** (self.levels - 1)
-        if self.mode != "2d":
-            raise InputError(f"mode {self.mode!r} is not available yet; use --mode 2d")
+        self.lr_milestones = tuple(self.lr_milestones)
+        if self.ca_window is not None:
+            self.ca_window = tuple(int(w) for w in self.ca_window)
+            if len(self.ca_window) != 3 or any(w < 1 or w % 2 == 0 for w in self.ca_window):
+                raise InputError(f"ca_window must be 3 odd sizes (z, y, x), got {self.ca_window}")
+        multiple = self.size_multiple
+        if self.mode not in ("2d", "3d"):
+            raise InputError(f"mode must be '2d' or '3d', got {self.mode!r}")
+        if self.mode == "3d" and (self.crop_z < 4 or self.crop_z % 2):
+            raise InputError(
+                f"crop_z must be an even number >= 4 (odd/even halves), got {self.crop_z}"
+            )
         if (self.patch_size + 2 * self.pad_xy) % multiple:
             raise InputError(
                 f"patch size {self.patch_size} + 2 x pad {self.pad_xy} must be a multiple of "
@@ -84,8 +107,8 @@ class TrainConfig:
             raise InputError(f"mu must be in [0, 1], got {self.mu}")
         if self.iterations < 1 or self.batch_size < 1 or self.lr <= 0:
             raise InputError("iterations, batch size and learning rate must be positive")
-        if self.schedule not in ("step", "cosine"):
-            raise InputError(f"schedule must be 'step' or 'cosine', got {self.schedule!r}")
+        if self.schedule not in ("step", "milestones", "cosine"):
+            raise InputError(f"schedule must be step, milestones or cosine, not {self.schedule!r}")
         if self.upsample not in (1, 2):
             raise InputError("upsample must be 1 or 2")
         if self.levels < 2 or self.convs_per_level < 1:
@@ -93,8 +116,12 @@ class TrainConfig:
 
     @property
     def size_multiple(self) -> int:
-        """Input sizes must be multiples of this (pooling in the U-Net)."""
-        return 2 ** (self.levels - 1)
+        """Spatial input sizes must be multiples of this (U-Net pooling; 1 for 3D RCAN)."""
+        return 2 ** (self.levels - 1) if self.mode == "2d" else 1
+
+    @property
+    def ndim(self) -> int:
+        return 2 if self.mode == "2d" else 3
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -129,26 +156,57 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-#: Presets: ``paper`` is the reference (RTX 3090, ~1 h); ``fast`` was chosen by measurement on
-#: a 2-core CPU (benchmarks/RESULTS.md): a smaller network and a higher, cosine-decayed lr.
-PRESETS: dict[str, dict] = {
-    "paper": {},
-    "fast": dict(
-        base_channels=16,
-        sr_channels=32,
-        convs_per_level=2,
-        iterations=2000,
-        lr=2e-4,
-        schedule="cosine",
-        checkpoint_every=250,
-    ),
+#: Presets per mode. ``paper`` is the reference (2D: RTX 3090, ~1 h; 3D: ~2 h); ``fast`` was
+#: chosen by measurement on a 2-core CPU (benchmarks/RESULTS.md): a smaller network and a
+#: higher, cosine-decayed learning rate.
+PRESETS: dict[str, dict[str, dict]] = {
+    "2d": {
+        "paper": {},
+        "fast": dict(
+            base_channels=16,
+            sr_channels=32,
+            convs_per_level=2,
+            iterations=2000,
+            lr=2e-4,
+            schedule="cosine",
+            checkpoint_every=250,
+        ),
+    },
+    "3d": {
+        "paper": dict(
+            patch_size=64,
+            pad_xy=8,
+            hessian_weight=0.1,
+            iterations=10_000,
+            batch_size=3,
+            lr=1e-4,
+            schedule="milestones",
+            norm_high=99.99,
+        ),
+        "fast": dict(
+            patch_size=32,
+            crop_z=12,
+            pad_xy=8,
+            hessian_weight=0.1,
+            rcan_channels=8,
+            ca_reduction=2,
+            iterations=1500,
+            batch_size=2,
+            lr=3e-4,
+            schedule="cosine",
+            checkpoint_every=250,
+            norm_high=99.99,
+        ),
+    },
 }
 
 
-def preset(name: str, **overrides) -> TrainConfig:
-    """A config from a preset name, with ``overrides`` (``None`` values are ignored)."""
-    if name not in PRESETS:
-        raise InputError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    fields = {**PRESETS[name], "preset": name}
+def preset(name: str, mode: str = "2d", **overrides) -> TrainConfig:
+    """A config from a preset name and mode, with ``overrides`` (``None`` values ignored)."""
+    if mode not in PRESETS:
+        raise InputError(f"mode must be '2d' or '3d', got {mode!r}")
+    if name not in PRESETS[mode]:
+        raise InputError(f"unknown preset {name!r}; choose one of {sorted(PRESETS[mode])}")
+    fields = {**PRESETS[mode][name], "preset": name, "mode": mode}
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**fields)

@@ -17,6 +17,7 @@ from ..export.onnx import export_model
 from ..runtime.errors import InputError
 from ..runtime.metadata import ModelMetadata, Normalization
 from .config import TrainConfig
+from .rcan3d import ZSDeconvNet3D, rcan_halo
 from .trainer import load_checkpoint
 from .unet2d import ZSDeconvNet2D, model_halo
 
@@ -26,18 +27,36 @@ log = logging.getLogger(__name__)
 def metadata_from_state(state: dict, cfg: TrainConfig) -> ModelMetadata:
     """Fill the metadata contract from a checkpoint and its config (the one source of truth)."""
     px = state.get("pixel_size_nm")
-    halo = model_halo(cfg)
     psf = state["psf"]
     noise = state.get("noise", [])
+    up = cfg.upsample
+    if cfg.mode == "3d":
+        z = state.get("z_step_nm")
+        axes, scale, multiple, halo = "ZYX", (1, up, up), (1, 1, 1), rcan_halo(cfg)
+        px_in = (z, px, px) if px and z else None
+        px_out = (z, px / up, px / up) if px and z else None
+        network = (
+            f"two-stage 3D RCAN, {cfg.rcan_channels} channels, {cfg.rcan_groups} groups "
+            f"x {cfg.rcab_per_group} RCABs, channel attention window {cfg.ca_window}"
+        )
+    else:
+        m, h = cfg.size_multiple, model_halo(cfg)
+        axes, scale, multiple, halo = "YX", (up, up), (m, m), (h, h)
+        px_in = (px, px) if px else None
+        px_out = (px / up, px / up) if px else None
+        network = (
+            f"two-stage U-Net base {cfg.base_channels}, {cfg.levels} levels, "
+            f"{cfg.convs_per_level} convs/level, SR tail {cfg.sr_channels}"
+        )
     return ModelMetadata(
-        ndim=2,
-        axes="YX",
-        output_scale=(cfg.upsample, cfg.upsample),
-        size_multiple=(cfg.size_multiple, cfg.size_multiple),
-        halo=(halo, halo),
+        ndim=cfg.ndim,
+        axes=axes,
+        output_scale=scale,
+        size_multiple=multiple,
+        halo=halo,
         normalization=Normalization("percentile", cfg.norm_low, cfg.norm_high),
-        input_pixel_size_nm=(px, px) if px else None,
-        output_pixel_size_nm=(px / cfg.upsample,) * 2 if px else None,
+        input_pixel_size_nm=px_in,
+        output_pixel_size_nm=px_out,
         psf={
             "shape": list(psf.shape),
             "pixel_size_nm": [round(float(p), 3) for p in state.get("psf_pixel_size_nm", [])],
@@ -46,12 +65,12 @@ def metadata_from_state(state: dict, cfg: TrainConfig) -> ModelMetadata:
         },
         training={
             "preset": cfg.preset,
+            "mode": cfg.mode,
             "iterations": int(state["iteration"]),
             "planned_iterations": cfg.iterations,
             "seed": cfg.seed,
             "images": [Path(p).name for p in cfg.images],
-            "network": f"two-stage U-Net base {cfg.base_channels}, {cfg.levels} levels, "
-            f"{cfg.convs_per_level} convs/level, SR tail {cfg.sr_channels}",
+            "network": network,
             "train_seconds": round(float(state.get("elapsed", 0.0)), 1),
             "background_adu": [round(n[0], 3) for n in noise],
             "beta2": [round(n[1], 4) for n in noise],
@@ -60,6 +79,11 @@ def metadata_from_state(state: dict, cfg: TrainConfig) -> ModelMetadata:
         },
         channel=cfg.channel,
     )
+
+
+def build_network(cfg: TrainConfig):
+    """The torch network a config describes (2D U-Net pair or 3D RCAN pair)."""
+    return ZSDeconvNet3D.from_config(cfg) if cfg.mode == "3d" else ZSDeconvNet2D.from_config(cfg)
 
 
 def export_checkpoint(
@@ -75,7 +99,7 @@ def export_checkpoint(
     """
     state = load_checkpoint(checkpoint)
     cfg = TrainConfig(**json.loads(state["config"]))
-    model = ZSDeconvNet2D.from_config(cfg)
+    model = build_network(cfg)
     model.load_state_dict(state["model"])
     crop = state["parity_crop"].numpy().astype(np.float32)[None, None]
     metadata = metadata_from_state(state, cfg)
@@ -83,6 +107,8 @@ def export_checkpoint(
         return export_model(model, metadata, output, crop)
     if quantize != "int8":
         raise InputError(f"unknown quantisation {quantize!r}; only 'int8'")
+    if cfg.mode != "2d":
+        raise InputError("int8 export is available for 2D models only")
     from ..export.quantize import quantize_model
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,31 +14,35 @@ from torch.nn import functional as F
 
 
 class FFTConvolver(torch.nn.Module):
-    """Linear ('same') convolution with a fixed odd-sized kernel via rFFT, cached per shape."""
+    """Linear ('same') convolution with a fixed odd-sized 2D or 3D kernel via real FFTs.
+
+    The kernel spectrum is cached per input shape; the grid is zero-padded by the kernel size,
+    so nothing wraps around.
+    """
 
     def __init__(self, kernel: torch.Tensor):
         super().__init__()
-        if kernel.ndim != 2 or kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0:
-            raise ValueError("kernel must be 2D with odd sizes")
+        if kernel.ndim not in (2, 3) or any(k % 2 == 0 for k in kernel.shape):
+            raise ValueError("kernel must be 2D or 3D with odd sizes")
         self.register_buffer("kernel", kernel.float())
-        self._cache: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+        self._cache: dict[tuple, torch.Tensor] = {}
 
-    def _spectrum(self, h: int, w: int, device: torch.device) -> torch.Tensor:
-        key = (h, w, device)
+    def _spectrum(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        key = (shape, device)
         if key not in self._cache:
-            kh, kw = self.kernel.shape
-            padded = torch.zeros(h + kh - 1, w + kw - 1, device=device)
-            padded[:kh, :kw] = self.kernel.to(device)
-            self._cache[key] = torch.fft.rfft2(padded)
+            size = tuple(n + k - 1 for n, k in zip(shape, self.kernel.shape))
+            self._cache[key] = torch.fft.rfftn(self.kernel.to(device), s=size)
         return self._cache[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        kh, kw = self.kernel.shape
-        size = (h + kh - 1, w + kw - 1)
-        spectrum = torch.fft.rfft2(x.float(), s=size) * self._spectrum(h, w, x.device)
-        full = torch.fft.irfft2(spectrum, s=size)
-        return full[..., kh // 2 : kh // 2 + h, kw // 2 : kw // 2 + w]
+        nd = self.kernel.ndim
+        shape = tuple(x.shape[-nd:])
+        size = tuple(n + k - 1 for n, k in zip(shape, self.kernel.shape))
+        dims = tuple(range(-nd, 0))
+        spectrum = torch.fft.rfftn(x.float(), s=size, dim=dims) * self._spectrum(shape, x.device)
+        full = torch.fft.irfftn(spectrum, s=size, dim=dims)
+        crop = tuple(slice(k // 2, k // 2 + n) for k, n in zip(self.kernel.shape, shape))
+        return full[(..., *crop)]
 
 
 def hessian_penalty(u: torch.Tensor) -> torch.Tensor:
@@ -85,5 +89,80 @@ def zs_loss(
         "loss": float(total.detach()),
         "denoise": float(l_den.detach()),
         "deconv": float(l_dec.detach()),
+        "hessian": float(l_hess.detach()),
+    }
+
+
+def hessian_penalty_3d(u: torch.Tensor) -> torch.Tensor:
+    """``R_H3D``: the 9 second differences of ``[..., Z, Y, X]`` (zz, yy, xx and the mixed
+    pairs, each mixed one counted for both orders), ``mean(d^2)`` each, summed."""
+    total = 0.0
+    for axis in (-3, -2, -1):
+        n = u.shape[axis]
+        d = u.narrow(axis, 2, n - 2) - 2 * u.narrow(axis, 1, n - 2) + u.narrow(axis, 0, n - 2)
+        total = total + d.pow(2).mean()
+    for a, b in ((-3, -2), (-3, -1), (-2, -1)):
+        da = u.narrow(a, 1, u.shape[a] - 1) - u.narrow(a, 0, u.shape[a] - 1)
+        dab = da.narrow(b, 1, da.shape[b] - 1) - da.narrow(b, 0, da.shape[b] - 1)
+        total = total + 2 * dab.pow(2).mean()
+    return total
+
+
+def gap_amending_loss(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    full: torch.Tensor,
+    blur: FFTConvolver,
+    mu: float,
+    hessian_weight: float,
+    pad: tuple[int, int],
+    upsample: int,
+    gap_amending: bool = True,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The 3D ZS-DeconvNet loss with gap-amending regularisation (METHOD.md section 3).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The two-stage 3D network (with a ``denoise`` method for stage 1).
+    x, target : torch.Tensor
+        Odd and even slices of the crops, ``[N, 1, Z, Y, X]``; ``x`` is zero-padded by
+        ``pad = (pz, pxy)`` on every side, ``target`` is not.
+    full : torch.Tensor
+        The interleaved crops (both halves, ``2 Z`` slices), padded like ``x``.
+
+    ``G = S_in(f1'(Z)) - S_gt(f1'(Z))`` from a frozen copy of stage 1 on the interleaved crop;
+    ``L_den = |f1(in) - gt| + |f1(in) - gt - G|``,
+    ``L_dec = |D(f2(in) (*) PSF) - gt| + |D(...) - gt - G| + lambda R_H3D(f2)``,
+    ``L = mu L_den + (1 - mu) L_dec``.
+    """
+    pz, pxy = pad
+    z, h, w = target.shape[-3:]
+    centre = (..., slice(pz, pz + z), slice(pxy, pxy + h), slice(pxy, pxy + w))
+    denoised, deconvolved = model(x)
+    den = denoised[centre]
+    reblurred = blur(deconvolved)
+    if upsample > 1:
+        reblurred = F.avg_pool3d(reblurred, (1, upsample, upsample))
+    reblurred = reblurred[centre]
+    if gap_amending:
+        with torch.no_grad():  # the frozen copy: current weights, no gradient
+            stack = model.denoise(full)[
+                (..., slice(pz, pz + 2 * z), slice(pxy, pxy + h), slice(pxy, pxy + w))
+            ]
+            gap = stack[..., 0::2, :, :] - stack[..., 1::2, :, :]
+    else:
+        gap = torch.zeros_like(target)
+    l_den = (den - target).abs().mean() + (den - target - gap).abs().mean()
+    l_fit = (reblurred - target).abs().mean() + (reblurred - target - gap).abs().mean()
+    s = pxy * upsample
+    sr_centre = (..., slice(pz, pz + z), slice(s, s + h * upsample), slice(s, s + w * upsample))
+    l_hess = hessian_penalty_3d(deconvolved[sr_centre])
+    total = mu * l_den + (1 - mu) * (l_fit + hessian_weight * l_hess)
+    return total, {
+        "loss": float(total.detach()),
+        "denoise": float(l_den.detach()),
+        "deconv": float(l_fit.detach()),
         "hessian": float(l_hess.detach()),
     }

