@@ -19,16 +19,18 @@ from .metrics import psnr_ssim
 
 
 def _pool(x: np.ndarray, s: int) -> np.ndarray:
+    """Average ``s x s`` blocks of the last two axes (y, x)."""
     if s == 1:
         return x
-    h, w = x.shape[0] // s, x.shape[1] // s
-    return x.reshape(h, s, w, s).mean(axis=(1, 3))
+    *lead, h, w = x.shape
+    return x.reshape(*lead, h // s, s, w // s, s).mean(axis=(-3, -1))
 
 
 def _unpool(y: np.ndarray, s: int) -> np.ndarray:
+    """Adjoint of :func:`_pool`."""
     if s == 1:
         return y
-    return np.repeat(np.repeat(y, s, axis=0), s, axis=1) / (s * s)
+    return np.repeat(np.repeat(y, s, axis=-2), s, axis=-1) / (s * s)
 
 
 def rl_iterates(
@@ -45,17 +47,19 @@ def rl_iterates(
     Parameters
     ----------
     image : numpy.ndarray
-        Camera image ``YX`` (counts).
+        Camera image ``YX`` or stack ``ZYX`` (counts).
     psf_sr : numpy.ndarray
-        PSF sampled on the fine grid (pixel = camera pixel / ``scale``), odd size, sum 1.
+        PSF on the fine grid (y, x pixel = camera pixel / ``scale``; z unchanged), odd sizes,
+        sum 1, same dimensionality as ``image``.
     background : float
         Camera offset + background, subtracted first.
     init : str
         ``image`` (the upsampled image, faster start) or ``flat`` (a constant, as scikit-image).
     """
-    pad = psf_sr.shape[0] // (2 * scale) + 2
-    y = np.pad(np.clip(np.asarray(image, np.float64) - background, 0, None), pad, mode="reflect")
-    flipped = psf_sr[::-1, ::-1]
+    image = np.asarray(image, np.float64)
+    pads = [k // 2 + 2 for k in psf_sr.shape[:-2]] + [psf_sr.shape[-1] // (2 * scale) + 2] * 2
+    y = np.pad(np.clip(image - background, 0, None), [(p, p) for p in pads], mode="reflect")
+    flipped = psf_sr[(slice(None, None, -1),) * psf_sr.ndim]
 
     def forward(x):
         return _pool(fftconvolve(x, psf_sr, mode="same"), scale)
@@ -64,10 +68,12 @@ def rl_iterates(
         return fftconvolve(_unpool(r, scale), flipped, mode="same")
 
     norm = adjoint(np.ones_like(y))
-    x = np.repeat(np.repeat(y, scale, 0), scale, 1) + eps
+    x = np.repeat(np.repeat(y, scale, -2), scale, -1) + eps
     if init == "flat":
         x = np.full_like(x, 0.5)
-    crop = (slice(pad * scale, -pad * scale),) * 2
+    crop = (
+        tuple(slice(p, -p) for p in pads[:-2]) + (slice(pads[-1] * scale, -pads[-1] * scale),) * 2
+    )
     for _ in range(max_iter):
         x = x * adjoint(y / np.maximum(forward(x), eps)) / np.maximum(norm, eps)
         yield x[crop]
