@@ -253,6 +253,11 @@ def output_plan(
     help="Write uint16 rescaled to percentiles 3-100 (the reference's output).",
 )
 @click.option(
+    "--ensemble",
+    is_flag=True,
+    help="Average the 8 orientations of each frame (8x slower, less noise).",
+)
+@click.option(
     "--io-binding",
     is_flag=True,
     help="Use onnxruntime I/O binding (fewer copies on a GPU).",
@@ -279,6 +284,7 @@ def predict(
     padding,
     channel,
     rescale,
+    ensemble,
     io_binding,
     damp_stripes,
     overwrite,
@@ -307,6 +313,7 @@ def predict(
         channel=channel,
         rescale=rescale,
         damp_stripes=damp_stripes,
+        ensemble=ensemble,
         progress=not quiet,
     )
     files = expand_inputs(inputs)

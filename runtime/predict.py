@@ -57,6 +57,9 @@ class PredictOptions:
         of float32 in input units.
     damp_stripes : bool
         Suppress sCMOS fixed-pattern stripes in the outputs (Fourier damping, per plane).
+    ensemble : bool
+        Average the predictions of the 8 orientations of each frame (8x the time; a
+        self-ensemble that lowers the network's variance; whole frames are held in memory).
     progress : bool
         Show a progress bar.
     """
@@ -69,6 +72,7 @@ class PredictOptions:
     channel: int | None = None
     rescale: bool = False
     damp_stripes: bool = False
+    ensemble: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -80,6 +84,20 @@ class PredictOptions:
             value = getattr(self, name)
             if value is not None and value < (0 if name == "overlap" else 1):
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+#: The 8 orientations of a y-x plane: (quarter turns, flip), used by ``ensemble``.
+ORIENTATIONS = [(t, f) for f in (False, True) for t in range(4)]
+
+
+def _orient(a: np.ndarray, turns: int, flip: bool) -> np.ndarray:
+    a = np.rot90(a, turns, axes=(-2, -1))
+    return a[..., ::-1] if flip else a
+
+
+def _unorient(a: np.ndarray, turns: int, flip: bool) -> np.ndarray:
+    a = a[..., ::-1] if flip else a
+    return np.rot90(a, -turns, axes=(-2, -1))
 
 
 def _is_oom(err: Exception) -> bool:
@@ -128,8 +146,29 @@ class Predictor:
     ) -> None:
         """Restore one frame into preallocated outputs (arrays or memory maps).
 
-        Retries with smaller tiles when the execution provider runs out of memory.
+        Retries with smaller tiles when the execution provider runs out of memory. With
+        ``options.ensemble`` the frame is restored in its 8 orientations (4 rotations x flip
+        in y-x) and the results, turned back, are averaged.
         """
+        if not self.options.ensemble:
+            self._restore_tiled(frame, lo, hi, denoised, deconvolved, bar)
+            return
+        frame = np.asarray(frame, np.float32)
+        acc_dec = np.zeros(deconvolved.shape, np.float64)
+        acc_den = None if denoised is None else np.zeros(denoised.shape, np.float64)
+        for turns, flip in ORIENTATIONS:
+            view = _orient(frame, turns, flip)
+            dec = np.empty(_orient(acc_dec, turns, flip).shape, np.float32)
+            den = None if acc_den is None else np.empty(view.shape, np.float32)
+            self._restore_tiled(np.ascontiguousarray(view), lo, hi, den, dec, bar)
+            acc_dec += _unorient(dec, turns, flip)
+            if acc_den is not None:
+                acc_den += _unorient(den, turns, flip)
+        deconvolved[...] = acc_dec / len(ORIENTATIONS)
+        if denoised is not None:
+            denoised[...] = acc_den / len(ORIENTATIONS)
+
+    def _restore_tiled(self, frame, lo, hi, denoised, deconvolved, bar) -> None:
         tile = list(self.tile)
         while True:
             try:
@@ -263,7 +302,7 @@ class Predictor:
             prepared.append((image, data, axes, frame_shape, ranges, outputs))
         total = sum(
             len(self.plan(p[1].shape[len(p[3]) :])) * max(1, int(np.prod(p[3]))) for p in prepared
-        )
+        ) * (len(ORIENTATIONS) if self.options.ensemble else 1)
         with tqdm(
             total=total, unit="tile", desc="predict", disable=not self.options.progress
         ) as bar:

@@ -131,3 +131,19 @@ def test_out_of_memory_retries_with_smaller_tiles(model2d, monkeypatch):
     reference = _run(model2d, frame, tile=None)[1]
     assert max(sizes) > 40 and sizes[-1] <= 40
     assert _close(dec, reference)
+
+
+@pytest.mark.parametrize("shape", [(37, 52), (5, 20, 26)])
+def test_ensemble_averages_the_eight_orientations(model2d, model3d, shape):
+    path = model2d if len(shape) == 2 else model3d
+    frame = np.random.default_rng(5).random(shape, dtype=np.float32)
+    _, ens = _run(path, frame, tile=16, ensemble=True)
+    manual = []
+    for turns, flip in [(t, f) for f in (False, True) for t in range(4)]:
+        view = np.rot90(frame, turns, axes=(-2, -1))
+        view = view[..., ::-1] if flip else view
+        _, out = _run(path, np.ascontiguousarray(view), tile=None)
+        out = out[..., ::-1] if flip else out
+        manual.append(np.rot90(out, -turns, axes=(-2, -1)))
+    assert _close(ens, np.mean(manual, axis=0))
+    assert not _close(ens, _run(path, frame, tile=None)[1])
