@@ -60,15 +60,21 @@ def zs_deconvnet(noisy, cfg, iterations, seed, workdir):
     seconds = time.perf_counter() - start
     trainer.save_checkpoint()
     export_checkpoint(workdir, workdir / "model.onnx")
-    predictor = Predictor(
-        Model(workdir / "model.onnx", provider="cpu"), PredictOptions(progress=False)
+    model = Model(workdir / "model.onnx", provider="cpu")
+    image = noisy.astype(np.float32)
+    _, deconvolved = Predictor(model, PredictOptions(progress=False)).predict_array(image)
+    _, ensemble = Predictor(model, PredictOptions(progress=False, ensemble=True)).predict_array(
+        image
     )
-    _, deconvolved = predictor.predict_array(noisy.astype(np.float32))
-    return deconvolved, {
-        "iterations": tcfg.iterations,
-        "train_seconds": round(seconds, 1),
-        "step_ms": round(1000 * seconds / tcfg.iterations, 1),
-    }
+    return (
+        deconvolved,
+        ensemble,
+        {
+            "iterations": tcfg.iterations,
+            "train_seconds": round(seconds, 1),
+            "step_ms": round(1000 * seconds / tcfg.iterations, 1),
+        },
+    )
 
 
 def simulate_psf(cfg):
@@ -112,8 +118,17 @@ def main() -> None:
         ]
         if not args.no_zs:
             with tempfile.TemporaryDirectory() as tmp:
-                zs, info = zs_deconvnet(images["noisy"], cfg, args.iterations, args.seed, Path(tmp))
+                zs, zs_ens, info = zs_deconvnet(
+                    images["noisy"], cfg, args.iterations, args.seed, Path(tmp)
+                )
             results.append(("ZS-DeconvNet", score(zs, reference, cfg, beads), info))
+            results.append(
+                (
+                    "ZS + ensemble",
+                    score(zs_ens, reference, cfg, beads),
+                    {"predict": "--ensemble (8 orientations)"},
+                )
+            )
         for method, s, info in results:
             fwhm = f"{s['fwhm_nm']:8.1f}" if "fwhm_nm" in s else f"{'':8s}"
             print(
