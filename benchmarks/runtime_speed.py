@@ -65,12 +65,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     if args.checkpoint:
-        import json
-
         from zsdeconvnet.training.trainer import load_checkpoint
 
         state = load_checkpoint(args.checkpoint)
-        cfg = TrainConfig(**json.loads(state["config"]))
+        cfg = TrainConfig.from_json(state["config"])
         net = ZSDeconvNet2D.from_config(cfg)
         net.load_state_dict(state["model"])
     else:

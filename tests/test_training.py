@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -170,3 +172,9 @@ def test_test_time_adaptation_fine_tunes_per_frame(sim, tmp_path):
     assert s0.shape == s1.shape == (128, 128) and d0.shape == (64, 64)
     assert not np.allclose(s0, s1)  # the copy was really fine-tuned
     assert load_checkpoint(tmp_path)["iteration"] == 5  # the trained model is untouched
+
+
+def test_configs_of_older_checkpoints_still_load():
+    record = json.loads(preset("fast").to_json())
+    record["preview_every"] = 0  # a field retired after 0.1.0 checkpoints were written
+    assert TrainConfig.from_json(json.dumps(record)) == preset("fast")

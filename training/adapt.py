@@ -10,7 +10,6 @@ as ``predict`` would.
 
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
@@ -67,7 +66,7 @@ def adapt_and_restore(
     list of (denoised, deconvolved)
     """
     state = load_checkpoint(checkpoint)
-    cfg = TrainConfig(**json.loads(state["config"]))
+    cfg = TrainConfig.from_json(state["config"])
     psf = PSF(state["psf"].numpy(), tuple(state["psf_pixel_size_nm"]), state.get("psf_source", ""))
     metadata = metadata_from_state(state, cfg)
     options = options or PredictOptions(progress=False)

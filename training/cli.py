@@ -235,9 +235,7 @@ def train(
         psf_z_step_nm=psf_z_step,
     )
     if resume is not None:
-        import json
-
-        cfg = TrainConfig(**json.loads(load_checkpoint(resume)["config"]))
+        cfg = TrainConfig.from_json(load_checkpoint(resume)["config"])
         if iterations:
             cfg = cfg.replace(iterations=iterations)
     else:

@@ -151,10 +151,21 @@ class TrainConfig:
         except TypeError as err:
             raise InputError(f"config {describe(path)} is invalid: {err}") from None
 
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        """From the JSON saved in a checkpoint; fields retired since are dropped."""
+        record = json.loads(text)
+        for name in RETIRED_FIELDS:
+            record.pop(name, None)
+        return cls(**record)
+
     def replace(self, **changes) -> TrainConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
+
+#: Fields older checkpoints may carry that no longer mean anything.
+RETIRED_FIELDS = ("preview_every",)
 
 #: Presets per mode. ``paper`` is the reference (2D: RTX 3090, ~1 h; 3D: ~2 h); ``fast`` was
 #: chosen by measurement on a 2-core CPU (benchmarks/RESULTS.md): a smaller network and a

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 import tempfile
@@ -98,7 +97,7 @@ def export_checkpoint(
     of the training image(s) and refused below ``min_psnr`` dB against fp32.
     """
     state = load_checkpoint(checkpoint)
-    cfg = TrainConfig(**json.loads(state["config"]))
+    cfg = TrainConfig.from_json(state["config"])
     model = build_network(cfg)
     model.load_state_dict(state["model"])
     crop = state["parity_crop"].numpy().astype(np.float32)[None, None]
