@@ -289,3 +289,27 @@ print("OK")
     )
     assert "OK" in done.stdout, done.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp / "sr.npy"), reference[1], rtol=1e-5, atol=1e-5)
+
+
+@needs_imagej
+def test_macro_train_in_real_imagej_writes_a_model(tmp_path):
+    rng = np.random.default_rng(0)
+    image = tmp_path / "cells.tif"
+    write_tiff(
+        image, (100 + 50 * rng.random((136, 136))).astype(np.float32), "YX", {"X": 65.0, "Y": 65.0}
+    )
+    psf = tmp_path / "psf.tif"
+    from zsdeconvnet.training.optics import pupil_psf
+
+    write_tiff(psf, pupil_psf(9, 65.0, 1.2, 525)[0], "YX", {"X": 65.0, "Y": 65.0})
+    model = tmp_path / "cells.onnx"
+    install_macros(tmp_path, python=sys.executable)
+    log = run_imagej(
+        tmp_path / "plugins",
+        f"""
+run("ZS-DeconvNet Train", "input=[{image}] psf=[{psf}] model=[{model}] iterations=2 preset=fast open=no");
+""",
+        tmp_path,
+    )
+    assert f"ZS-DeconvNet Train: wrote {model}" in log, log
+    assert Model(model, provider="cpu").metadata.training["iterations"] == 2
