@@ -45,7 +45,7 @@ def adapt_and_restore(
     checkpoint: str,
     frames: list[np.ndarray],
     iterations: int = 50,
-    lr_fraction: float = 0.5,
+    lr_fraction: float = 0.1,
     options: PredictOptions | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Fine-tune a copy of the checkpoint's model on each frame, then restore that frame.
