@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument(
         "--lr-fraction",
         type=float,
-        default=0.5,
+        default=0.1,
         help="fine-tuning lr as a fraction of the preset's",
     )
     args = parser.parse_args()
