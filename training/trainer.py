@@ -115,7 +115,7 @@ class Trainer:
         if self.three_d:
             self.model = ZSDeconvNet3D.from_config(cfg).to(self.device)
         else:
-            # channels_last: measured 1.6x faster per step on the 2-core CPU and on GPUs
+            # channels_last: faster convolutions on CPU (oneDNN) and on GPUs
             self.model = ZSDeconvNet2D.from_config(cfg).to(self.device)
             self.model = self.model.to(memory_format=torch.channels_last)
         self.blur = FFTConvolver(torch.from_numpy(self.psf_sr.data)).to(self.device)
