@@ -28,18 +28,43 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--presets", nargs="*", default=["fast", "paper"])
+    parser.add_argument("--mode", choices=["2d", "3d"], default="2d")
     args = parser.parse_args()
-    sim = SimulationConfig(structure="mixed", photons=10, size=256, seed=0)
-    images = simulate(sim)
-    psf = check_psf(images["psf"], (sim.pixel_nm, sim.pixel_nm), 2)
+    if args.mode == "2d":
+        sim = SimulationConfig(structure="mixed", photons=10, size=256, seed=0)
+        images = simulate(sim)
+        psf = check_psf(images["psf"], (sim.pixel_nm, sim.pixel_nm), 2)
+    else:
+        sim = SimulationConfig(
+            structure="sheets",
+            dims=3,
+            size=96,
+            z_size=32,
+            photons=10,
+            pixel_nm=92.6,
+            na=1.1,
+            refractive_index=1.33,
+            oversample=2,
+            psf_size=21,
+            seed=0,
+        )
+        images = simulate(sim)
+        psf = check_psf(images["psf"], (sim.z_step_nm, sim.pixel_nm, sim.pixel_nm), 3)
     print(
         f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"device {args.device}"
     )
     for name in args.presets:
-        cfg = preset(name, device=args.device, checkpoint_every=10**9)
+        cfg = preset(name, args.mode, device=args.device, checkpoint_every=10**9)
         with tempfile.TemporaryDirectory() as tmp:
-            trainer = Trainer(cfg, [images["noisy"].astype(np.float32)], psf, sim.pixel_nm, tmp)
+            trainer = Trainer(
+                cfg,
+                [images["noisy"].astype(np.float32)],
+                psf,
+                sim.pixel_nm,
+                tmp,
+                z_step_nm=sim.z_step_nm if args.mode == "3d" else None,
+            )
             trainer.step()
             times = []
             for _ in range(args.steps):
