@@ -294,3 +294,16 @@ def test_3d_end_to_end_on_a_real_shipped_stack(tmp_path):
     assert sr.data.shape == (16, 128, 128) and sr.axes == "ZYX"
     assert sr.pixel_size_nm["X"] == pytest.approx(100.0, rel=1e-4)
     assert sr.pixel_size_nm["Z"] == pytest.approx(500.0, rel=1e-4)
+
+
+def test_a_new_run_never_mixes_into_an_old_run_folder(nuclei, tmp_path):
+    image, psf = nuclei
+    model = tmp_path / "m.onnx"
+    assert run("train", image, "--psf", psf, "-o", model, *FAST).exit_code == 0
+    model.unlink()  # as if the first run had been killed before its export
+    again = run("train", image, "--psf", psf, "-o", model, *FAST)
+    assert again.exit_code == 2 and "--resume" in again.output
+    fresh = run("train", image, "--psf", psf, "-o", model, "--overwrite", *FAST)
+    assert fresh.exit_code == 0, fresh.output
+    rows = (tmp_path / "m_training" / "loss.csv").read_text().splitlines()
+    assert len(rows) == 5  # header + 4 iterations of the new run only

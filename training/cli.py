@@ -68,7 +68,26 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def run_training(cfg, output: Path, progress: bool = True, resume: Path | None = None) -> Path:
+#: What a run folder holds; a new run over an old folder removes exactly these.
+RUN_FILES = ("checkpoint.pt", "config.json", "loss.csv", "loss.png", "preview.png")
+
+
+def fresh_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuse to mix a new run into an old run folder, unless told to start over."""
+    if not (run_dir / "checkpoint.pt").exists():
+        return
+    if not overwrite:
+        raise InputError(
+            f"run folder {describe(run_dir)} holds an earlier run; continue it with --resume "
+            f"{run_dir} or start over with --overwrite"
+        )
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def run_training(
+    cfg, output: Path, progress: bool = True, resume: Path | None = None, overwrite: bool = False
+) -> Path:
     """Train per ``cfg``, export to ``output``; returns the run folder."""
     from .export_model import export_checkpoint
     from .trainer import Trainer
@@ -98,6 +117,8 @@ def run_training(cfg, output: Path, progress: bool = True, resume: Path | None =
                 f"{describe(images[0])} has no z step in its metadata; give --z-step (nm)"
             )
     run_dir = resume or output.with_name(output.stem + "_training")
+    if resume is None:
+        fresh_run_dir(run_dir, overwrite)
     trainer = Trainer(cfg, frames, psf, pixel_nm, run_dir, z_step_nm=z_step)
     trainer.psf_sha256 = file_sha256(psf_path)
     if resume is not None:
@@ -254,7 +275,7 @@ def train(
             cfg = make_preset(
                 preset, images=paths, psf=str(psf), mode=mode, device=device, **overrides
             )
-    run_training(cfg, output, progress=not quiet, resume=resume)
+    run_training(cfg, output, progress=not quiet, resume=resume, overwrite=overwrite)
 
 
 @click.command()

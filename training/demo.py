@@ -81,7 +81,7 @@ def demo(output, iterations, seed, quiet):
         checkpoint_every=max(50, iterations // 4),
     )
     model_path.unlink(missing_ok=True)
-    run_training(cfg, model_path, progress=not quiet)
+    run_training(cfg, model_path, progress=not quiet, overwrite=True)
     click.echo("2/3 trained and exported", err=True)
     sr_path, dn_path = output / "nuclei_deconvolved.tif", output / "nuclei_denoised.tif"
     model = Model(model_path, provider="auto")
