@@ -136,6 +136,7 @@ def test_train_resume_export_and_exact_3d_tiling(stack, tmp_path):
         assert a.shape == b.shape
         assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max()
     assert load_checkpoint(tmp_path / "a")["z_step_nm"] == 160.0
+    assert (tmp_path / "a" / "preview.png").is_file()  # middle plane of the stack
 
 
 def test_stack_thinner_than_the_crop_is_refused(stack, tmp_path):

@@ -67,11 +67,8 @@ def preview(model: torch.nn.Module, crop: np.ndarray, cfg, png_path: Path) -> No
     with torch.no_grad():
         den, dec = model(torch.from_numpy(crop[None, None]).to(device))
     model.train(was_training)
-    side_by_side(
-        [
-            ("raw", crop),
-            ("denoised", den[0, 0].float().cpu().numpy()),
-            ("deconvolved", dec[0, 0].float().cpu().numpy()),
-        ],
-        png_path,
-    )
+    den, dec = den[0, 0].float().cpu().numpy(), dec[0, 0].float().cpu().numpy()
+    if crop.ndim == 3:  # stacks: the middle plane
+        mid = crop.shape[0] // 2
+        crop, den, dec = crop[mid], den[mid], dec[mid]
+    side_by_side([("raw", crop), ("denoised", den), ("deconvolved", dec)], png_path)
