@@ -76,7 +76,8 @@ def main() -> None:
         params = sum(p.numel() for p in trainer.model.parameters()) / 1e6
         step = statistics.median(times)
         print(
-            f"{name:6s} {params:5.2f} M params, batch {cfg.batch_size}x{cfg.patch_size}^2: "
+            f"{args.mode} {name:6s} {params:5.2f} M params, "
+            f"batch {cfg.batch_size}x{cfg.patch_size}^2: "
             f"{1000 * step:7.1f} ms/step, {cfg.batch_size / step:6.1f} samples/s, "
             f"{cfg.iterations} iterations = {cfg.iterations * step / 60:.1f} min"
         )
