@@ -9,6 +9,7 @@ preset) -> export ONNX -> onnxruntime predict.
     python benchmarks/quality.py                      # all cases, RL + ZS-DeconvNet
     python benchmarks/quality.py --no-zs              # raw and RL only (seconds)
     python benchmarks/quality.py --cases mixed:5 --iterations 500
+    python benchmarks/quality.py --cases beads:10 --set hessian_weight=0.005 --device cuda
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from zsdeconvnet.runtime.model import Model
 from zsdeconvnet.runtime.predict import PredictOptions, Predictor
 from zsdeconvnet.runtime.psf import check_psf
 from zsdeconvnet.training.cli_physics import sr_to_grid
-from zsdeconvnet.training.config import preset
+from zsdeconvnet.training.config import parse_overrides, preset
 from zsdeconvnet.training.export_model import export_checkpoint
 from zsdeconvnet.training.metrics import bead_fwhm, psnr_ssim
 from zsdeconvnet.training.optics import pupil_psf
@@ -46,13 +47,14 @@ def score(image, reference, cfg, beads):
     return result
 
 
-def zs_deconvnet(noisy, cfg, iterations, seed, workdir):
+def zs_deconvnet(noisy, cfg, args, workdir):
     psf = check_psf(simulate_psf(cfg), (cfg.pixel_nm, cfg.pixel_nm), 2)
     tcfg = preset(
-        "fast",
-        seed=seed,
+        args.preset,
+        seed=args.seed,
         checkpoint_every=10**9,
-        **({"iterations": iterations} if iterations else {}),
+        device=args.device,
+        **{"iterations": args.iterations, **parse_overrides(args.set)},
     )
     trainer = Trainer(tcfg, [noisy.astype(np.float32)], psf, cfg.pixel_nm, workdir)
     start = time.perf_counter()
@@ -73,6 +75,9 @@ def zs_deconvnet(noisy, cfg, iterations, seed, workdir):
             "iterations": tcfg.iterations,
             "train_seconds": round(seconds, 1),
             "step_ms": round(1000 * seconds / tcfg.iterations, 1),
+            "device": args.device,
+            **({"preset": args.preset} if args.preset != "fast" else {}),
+            **({"set": args.set} if args.set else {}),
         },
     )
 
@@ -87,6 +92,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=None, help="default: the preset's")
     parser.add_argument("--no-zs", action="store_true", help="raw and RL only")
+    parser.add_argument("--preset", default="fast")
+    parser.add_argument("--device", default="cpu", help="training device (cpu, cuda)")
+    parser.add_argument(
+        "--set", action="append", default=[], help="training config override FIELD=VALUE"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
     rows = []
@@ -118,9 +128,7 @@ def main() -> None:
         ]
         if not args.no_zs:
             with tempfile.TemporaryDirectory() as tmp:
-                zs, zs_ens, info = zs_deconvnet(
-                    images["noisy"], cfg, args.iterations, args.seed, Path(tmp)
-                )
+                zs, zs_ens, info = zs_deconvnet(images["noisy"], cfg, args, Path(tmp))
             results.append(("ZS-DeconvNet", score(zs, reference, cfg, beads), info))
             results.append(
                 (

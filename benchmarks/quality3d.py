@@ -20,7 +20,7 @@ import numpy as np
 from zsdeconvnet.runtime.model import Model
 from zsdeconvnet.runtime.predict import PredictOptions, Predictor
 from zsdeconvnet.runtime.psf import check_psf
-from zsdeconvnet.training.config import preset
+from zsdeconvnet.training.config import parse_overrides, preset
 from zsdeconvnet.training.export_model import export_checkpoint
 from zsdeconvnet.training.metrics import bead_fwhm_3d, psnr_ssim
 from zsdeconvnet.training.optics import pupil_psf, z_positions
@@ -54,7 +54,14 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-zs", action="store_true")
+    parser.add_argument("--preset", default="fast")
+    parser.add_argument("--device", default="cpu", help="training device (cpu, cuda)")
+    parser.add_argument(
+        "--set", action="append", default=[], help="training config override FIELD=VALUE"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
+    records = []
     print(f"{'case':12s} {'method':14s} {'PSNR':>6s} {'SSIM':>6s} {'FWHM xy':>8s} {'FWHM z':>7s}")
     for case in args.cases:
         structure, photons = case.split(":")
@@ -103,11 +110,12 @@ def main() -> None:
         if not args.no_zs:
             psf = check_psf(images["psf"], (cfg.z_step_nm, cfg.pixel_nm, cfg.pixel_nm), 3)
             tcfg = preset(
-                "fast",
+                args.preset,
                 "3d",
                 seed=args.seed,
                 checkpoint_every=10**9,
-                **({"iterations": args.iterations} if args.iterations else {}),
+                device=args.device,
+                **{"iterations": args.iterations, **parse_overrides(args.set)},
             )
             with tempfile.TemporaryDirectory() as tmp:
                 trainer = Trainer(
@@ -132,7 +140,13 @@ def main() -> None:
                 (
                     "ZS-DeconvNet",
                     scores(zs, cfg, reference, beads),
-                    {"iterations": tcfg.iterations, "train_seconds": round(seconds, 1)},
+                    {
+                        "iterations": tcfg.iterations,
+                        "train_seconds": round(seconds, 1),
+                        "preset": args.preset,
+                        "device": args.device,
+                        **({"set": args.set} if args.set else {}),
+                    },
                 )
             )
         for method, s, info in rows:
@@ -143,6 +157,9 @@ def main() -> None:
                 f"{json.dumps(info) if info else ''}",
                 flush=True,
             )
+            records.append({"case": case, "method": method, **s, **info})
+    if args.json:
+        args.json.write_text(json.dumps(records, indent=1))
 
 
 if __name__ == "__main__":

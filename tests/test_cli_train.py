@@ -203,26 +203,31 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(nuclei, tmp_path):
         assert torch.equal(a[name], b[name]), name
 
 
-def test_int8_export_is_gated_on_psnr_against_fp32(nuclei, tmp_path):
+@pytest.mark.parametrize("kind", ["int8", "fp16"])
+def test_reduced_precision_export_is_gated_on_psnr_against_fp32(nuclei, tmp_path, kind):
     image, psf = nuclei
     assert run("train", image, "--psf", psf, "-o", tmp_path / "m.onnx", *FAST).exit_code == 0
     run_dir = tmp_path / "m_training"
     refused = run(
-        "export", run_dir, "-o", tmp_path / "q.onnx", "--quantize", "int8", "--min-psnr", "200"
+        "export", run_dir, "-o", tmp_path / "q.onnx", "--quantize", kind, "--min-psnr", "200"
     )
     assert refused.exit_code == 2 and "not written" in refused.output
     assert not (tmp_path / "q.onnx").exists()
     result = run(
-        "export", run_dir, "-o", tmp_path / "q.onnx", "--quantize", "int8", "--min-psnr", "30"
+        "export", run_dir, "-o", tmp_path / "q.onnx", "--quantize", kind, "--min-psnr", "30"
     )
     assert result.exit_code == 0, result.output
     meta = Model(tmp_path / "q.onnx", provider="cpu").metadata
     assert meta.training["quantization"]["psnr_vs_fp32_db"]["deconvolved"] >= 30
+    weights = onnx.load(tmp_path / "q.onnx").graph.initializer
+    expected = onnx.TensorProto.INT8 if kind == "int8" else onnx.TensorProto.FLOAT16
+    assert any(w.data_type == expected for w in weights)
     out = tmp_path / "q_sr.tif"
     assert run("predict", tmp_path / "q.onnx", image, "-o", out, "--quiet").exit_code == 0
     fp32 = tmp_path / "f_sr.tif"
     assert run("predict", tmp_path / "m.onnx", image, "-o", fp32, "--quiet").exit_code == 0
     a, b = tifffile.imread(fp32), tifffile.imread(out)
+    assert b.dtype == np.float32
     assert 10 * np.log10(np.ptp(a) ** 2 / np.mean((a - b) ** 2)) > 25
 
 

@@ -283,9 +283,10 @@ def train(
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option(
     "--quantize",
-    type=click.Choice(["int8"]),
+    type=click.Choice(["int8", "fp16"]),
     default=None,
-    help="Write a static-int8 model calibrated on the training image (CPU speed).",
+    help="int8: static int8 calibrated on the training image (CPU speed); fp16: half "
+    "precision (GPU speed). Either is checked against fp32 (--min-psnr).",
 )
 @click.option(
     "--min-psnr",
@@ -306,6 +307,7 @@ def export(checkpoint, output, quantize, min_psnr, overwrite):
     Examples:
       zsdeconvnet export cell_training -o cell.onnx
       zsdeconvnet export cell_training -o cell_int8.onnx --quantize int8
+      zsdeconvnet export cell_training -o cell_fp16.onnx --quantize fp16   # for GPUs
     """
     from ..export.onnx import ExportError
     from .export_model import export_checkpoint
@@ -317,7 +319,7 @@ def export(checkpoint, output, quantize, min_psnr, overwrite):
         raise InputError(str(err)) from None
     click.echo(
         f"wrote {output} (onnxruntime vs torch max |diff| {diff:.1e}"
-        f"{'; int8, checked against fp32' if quantize else ''})"
+        f"{f'; {quantize}, checked against fp32' if quantize else ''})"
     )
 
 

@@ -221,3 +221,22 @@ def preset(name: str, mode: str = "2d", **overrides) -> TrainConfig:
     fields = {**PRESETS[mode][name], "preset": name, "mode": mode}
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**fields)
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict:
+    """``["hessian_weight=0.005", "iterations=4000"]`` -> field overrides, values as JSON.
+
+    Values that are not JSON (``schedule=cosine``) are taken as strings; unknown fields are
+    one clear error.
+    """
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    overrides = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or name not in known:
+            raise InputError(f"override {item!r} must be FIELD=VALUE with a TrainConfig field")
+        try:
+            overrides[name] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[name] = text
+    return overrides

@@ -93,8 +93,9 @@ def export_checkpoint(
 ) -> float:
     """Export a training checkpoint (file or run folder) to ONNX; returns the parity error.
 
-    With ``quantize="int8"`` the written model is the static-int8 version, calibrated on tiles
-    of the training image(s) and refused below ``min_psnr`` dB against fp32.
+    With ``quantize="int8"`` the written model is the static-int8 version (CPU speed),
+    calibrated on tiles of the training image(s); with ``quantize="fp16"`` the half-precision
+    version (GPU speed). Either is refused below ``min_psnr`` dB against fp32 on those tiles.
     """
     state = load_checkpoint(checkpoint)
     cfg = TrainConfig.from_json(state["config"])
@@ -104,16 +105,18 @@ def export_checkpoint(
     metadata = metadata_from_state(state, cfg)
     if quantize is None:
         return export_model(model, metadata, output, crop)
-    if quantize != "int8":
-        raise InputError(f"unknown quantisation {quantize!r}; only 'int8'")
-    if cfg.mode != "2d":
-        raise InputError("int8 export is available for 2D models only")
-    from ..export.quantize import quantize_model
+    from ..export.quantize import KINDS, quantize_model
+
+    if quantize not in KINDS:
+        raise InputError(f"unknown quantisation {quantize!r}; choose one of {list(KINDS)}")
+    if quantize == "int8" and cfg.mode != "2d":
+        raise InputError("int8 export is available for 2D models only (use fp16 for 3D)")
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         diff = export_model(model, metadata, fp32, crop)
-        quantize_model(fp32, output, calibration_tiles(cfg, crop), min_psnr)
+        tiles = calibration_tiles(cfg, crop) if cfg.mode == "2d" else [crop]
+        quantize_model(fp32, output, tiles, min_psnr, quantize)
     return diff
 
 
