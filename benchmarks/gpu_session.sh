@@ -14,10 +14,11 @@
 # Results land in $OUT (the device tool brings them back).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 mkdir -p "$OUT" /tmp/pkg
-ln -sfn "$PWD" /tmp/pkg/zsdeconvnet
+ln -sfn "$ROOT" /tmp/pkg/zsdeconvnet  # the repository root is the package
 export PYTHONPATH=/tmp/pkg PYTHONUNBUFFERED=1
-cd "$(dirname "$0")"
+cd "$ROOT/benchmarks"
 
 nvidia_libs() {  # CUDA/cuDNN libraries of the nvidia-* wheels beside torch
   python3 - <<'EOF'
@@ -40,13 +41,13 @@ for phase in "$@"; do
         2>&1 | tee "$OUT/train_speed_gpu.log"
       python3 train_speed.py --device cuda --mode 3d --steps 10 --json "$OUT/train3d.json" \
         2>&1 | tee -a "$OUT/train_speed_gpu.log"
-      timeout 240 python3 train_speed.py --device cuda --steps 20 --compile \
+      timeout 150 python3 train_speed.py --device cuda --steps 20 --presets paper --compile \
         --json "$OUT/train2d_compile.json" 2>&1 | grep -v "^W" | tee -a "$OUT/train_speed_gpu.log" ;;
     sweep)
       mkdir -p /tmp/sweep
       setsid nohup bash -c '
         python3 quality_sweep.py --device cuda --workers 12 -o /tmp/sweep/sweep2d.json \
-          --variant base: --variant hw01:hessian_weight=0.01 \
+          --variant base: \
           --variant hw005:hessian_weight=0.005 --variant hw002:hessian_weight=0.002 \
           --variant it4k:iterations=4000,hessian_weight=0.005 \
           --variant wide:base_channels=24,sr_channels=64,hessian_weight=0.005 \
@@ -70,9 +71,13 @@ for phase in "$@"; do
       python3 -c "import torch, onnxruntime as o; o.preload_dlls(); print(o.__version__, o.__file__)
 s = o.InferenceSession('../models/nuclei2d.onnx', providers=['CUDAExecutionProvider'])
 print('session providers', s.get_providers())"
-      for _ in $(seq 60); do [ -f /tmp/sweep/done ] && break; sleep 5; done
-      [ -f /tmp/sweep/done ] || echo "sweep still running; timing beside it"
-      python3 gpu_speed.py --size 1024 --batches 1 4 8 --repeat 10 --json "$OUT/gpu_speed.json" \
+      [ -f /tmp/sweep/done ] || bash "$ROOT/benchmarks/gpu_session.sh" mem3d  # memory needs no quiet GPU: overlap it
+      for _ in $(seq 36); do [ -f /tmp/sweep/done ] && break; sleep 5; done
+      if [ ! -f /tmp/sweep/done ]; then  # timings need the GPU alone: stop the sweep
+        echo "sweep stopped before the end (its finished rows are in the log)"
+        pkill -f quality_sweep.py; pkill -f quality.py; pkill -f quality3d.py; sleep 3
+      fi
+      python3 gpu_speed.py --size 1024 --batches 1 8 --repeat 5 --json "$OUT/gpu_speed.json" \
         2>&1 | tee "$OUT/gpu_speed.log" ;;
     mem3d)
       export PYTHONPATH=/tmp/site:/tmp/pkg LD_LIBRARY_PATH="$(nvidia_libs):${LD_LIBRARY_PATH:-}"
@@ -80,7 +85,6 @@ print('session providers', s.get_providers())"
         --provider cuda --workdir /tmp -- --tile 128 --tile-z 32 --batch 4 \
         2>&1 | tee "$OUT/memory3d_gpu.log" ;;
     collect)
-      for _ in $(seq 60); do [ -f /tmp/sweep/done ] && break; sleep 5; done
       cp /tmp/sweep/*.json "$OUT/" 2>/dev/null
       cat /tmp/sweep/*.log > "$OUT/sweep.log" 2>/dev/null
       tail -n 80 "$OUT/sweep.log" ;;

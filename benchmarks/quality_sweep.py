@@ -42,6 +42,8 @@ def run_one(script: str, variant: str, case: str, args, folder: Path) -> list[di
     for row in rows:
         row.update(variant=name, overrides=sets, wall_s=round(time.perf_counter() - start, 1))
     print(f"done {name} {case} in {time.perf_counter() - start:.0f} s", flush=True)
+    for row in rows:  # in the log as soon as known: a sweep stopped early keeps them
+        print(f"row {json.dumps(row)}", flush=True)
     return rows
 
 
