@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from runtime_speed import cpu_name  # benchmarks/ is on sys.path when run as a script
 from zsdeconvnet.runtime.psf import check_psf
-from zsdeconvnet.training.config import preset
+from zsdeconvnet.training.config import parse_overrides, preset
 from zsdeconvnet.training.simulate import SimulationConfig, simulate
 from zsdeconvnet.training.trainer import Trainer
 
@@ -34,6 +34,9 @@ def main() -> None:
     parser.add_argument("--mode", choices=["2d", "3d"], default="2d")
     parser.add_argument("--compile", action="store_true", help="2D: also time torch.compile")
     parser.add_argument("--json", default=None, help="also write results to this file")
+    parser.add_argument(
+        "--set", action="append", default=[], help="training config override FIELD=VALUE"
+    )
     args = parser.parse_args()
     records = []
     if args.mode == "2d":
@@ -64,7 +67,9 @@ def main() -> None:
     if args.compile and args.mode == "2d":
         variants += [(name, True) for name in args.presets]
     for name, compiled in variants:
-        cfg = preset(name, args.mode, device=args.device, checkpoint_every=10**9)
+        cfg = preset(
+            name, args.mode, device=args.device, checkpoint_every=10**9, **parse_overrides(args.set)
+        )
         with tempfile.TemporaryDirectory() as tmp:
             trainer = Trainer(
                 cfg,
@@ -93,7 +98,7 @@ def main() -> None:
                 times.append(time.perf_counter() - start)
         params = sum(p.numel() for p in trainer.model.parameters()) / 1e6
         step = statistics.median(times)
-        label = f"{name}{' compiled' if compiled else ''}"
+        label = f"{name}{' compiled' if compiled else ''}{' bf16' if trainer.bf16 else ''}"
         print(
             f"{args.mode} {label:15s} {params:5.2f} M params, "
             f"batch {cfg.batch_size}x{cfg.patch_size}^2: "

@@ -77,6 +77,7 @@ def test_hessian_penalty_is_zero_for_planes_and_positive_for_noise():
 
 def test_halo_covers_the_receptive_field():
     cfg = preset("fast", **TINY)
+    torch.manual_seed(0)  # a fixed draw: with some draws the output ReLU is dead at the probe
     net = ZSDeconvNet2D.from_config(cfg).eval()
     x = torch.rand(1, 1, 96, 96, requires_grad=True)
     _, dec = net(x)

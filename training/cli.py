@@ -125,7 +125,8 @@ def run_training(
         trainer.load_checkpoint(resume)
     click.echo(
         f"training {cfg.mode} on {len(frames)} {'stack' if cfg.ndim == 3 else 'frame'}(s), "
-        f"{trainer.device}" + "".join(f", {n.describe()}" for n in trainer.sampler.noise[:1]),
+        f"{trainer.device}{' (bf16 autocast)' if trainer.bf16 else ''}"
+        + "".join(f", {n.describe()}" for n in trainer.sampler.noise[:1]),
         err=True,
     )
     trainer.train(progress=progress)
@@ -184,6 +185,13 @@ def run_training(
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--threads", type=int, default=None, help="CPU threads.")
 @click.option(
+    "--amp",
+    type=click.Choice(["auto", "bf16", "off"]),
+    default=None,
+    help="Mixed precision (2D): auto = bf16 on CUDA and on CPUs with native bf16 "
+    "(AVX512-BF16/AMX), else fp32.  [default: auto]",
+)
+@click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -217,6 +225,7 @@ def train(
     patch_size,
     device,
     threads,
+    amp,
     config_file,
     resume,
     overwrite,
@@ -252,6 +261,7 @@ def train(
         batch_size=batch_size,
         patch_size=patch_size,
         threads=threads,
+        amp=amp,
         z_step_nm=z_step,
         psf_z_step_nm=psf_z_step,
     )
