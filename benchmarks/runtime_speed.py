@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from flops import conv_flops, matmul_peak  # benchmarks/ is on sys.path when run as a script
 from zsdeconvnet.export.onnx import export_model
 from zsdeconvnet.export.quantize import output_psnr, quantize_model
 from zsdeconvnet.runtime.model import Model
@@ -138,6 +139,10 @@ def main() -> None:
 
         t_rl = timed(rl, 1)
     params = sum(p.numel() for p in net.parameters()) / 1e6
+    # achieved rate: the convolutions of one network input tile over the measured time, against
+    # this machine's fp32 matrix-product rate measured now (torch, all cores)
+    gflop = conv_flops(net, (1, 1, 64, 64)) * tile[0] * tile[1] / 64**2 / 1e9
+    peak = matmul_peak("cpu", torch.float32, 2048) / 1e9
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}")
     print(f"network: {cfg.preset} preset, {params:.2f} M parameters, halo {meta.halo[0]} px")
     print(f"image {args.size}x{args.size} (network input {tile[0]}x{tile[1]} with the halo)")
@@ -150,6 +155,11 @@ def main() -> None:
     print(f"Richardson-Lucy 10 it.    {t_rl:7.3f} s  (scipy FFT, 2x grid)")
     print(
         f"ratio runtime fp32 vs eager: {t_eager / t_rt:.2f}x, vs channels_last: {t_cl / t_rt:.2f}x"
+    )
+    print(
+        f"achieved: {gflop:.0f} GFLOP per frame; fp32 matmul peak {peak:.0f} GFLOP/s; runtime fp32 "
+        f"{gflop / t_rt:.0f} GFLOP/s ({100 * gflop / t_rt / peak:.0f} % of peak), int8 "
+        f"{gflop / t_int8:.0f} GFLOP/s-equivalent, torch channels_last {gflop / t_cl:.0f} GFLOP/s"
     )
     print(
         f"ratio runtime int8 vs eager: {t_eager / t_int8:.2f}x, vs channels_last: "

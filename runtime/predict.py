@@ -26,7 +26,15 @@ from .tiling import PAD_MODES, TilePlan, plan_tiles, read_tile
 
 log = logging.getLogger(__name__)
 
-_OOM_MARKERS = ("out of memory", "failed to allocate", "bad_alloc", "cudaerrormemoryallocation")
+_OOM_MARKERS = (
+    "out of memory",
+    "failed to allocate",
+    "bad_alloc",
+    "cudaerrormemoryallocation",
+    # cuDNN's tensor descriptors take fewer than 2^31 elements: a tile batch past that (e.g.
+    # 4 frames of 1024^2 through a 128-channel layer on the 2x grid) needs smaller tiles too
+    "cudnn_status_not_supported",
+)
 #: The reference's output: percentile 3-100 rescaled to the full uint16 range.
 RESCALE_PERCENTILES = (3.0, 100.0)
 
@@ -186,7 +194,12 @@ class Predictor:
                         f"out of memory even with {current}-px tiles; use --provider cpu or a "
                         "machine with more memory"
                     ) from None
-                log.warning("out of memory with %s-px tiles; retrying with %s", current, smaller)
+                log.warning(
+                    "out of memory (or over the GPU library's tensor size) with %s-px tiles; "
+                    "retrying with %s",
+                    current,
+                    smaller,
+                )
                 tile[-2:] = [smaller, smaller]
 
     def _run_plan(self, plan, frame, lo, hi, denoised, deconvolved, bar) -> None:
