@@ -315,3 +315,35 @@ def test_a_new_run_never_mixes_into_an_old_run_folder(nuclei, tmp_path):
     assert fresh.exit_code == 0, fresh.output
     rows = (tmp_path / "m_training" / "loss.csv").read_text().splitlines()
     assert len(rows) == 5  # header + 4 iterations of the new run only
+
+
+def test_bioimageio_package_passes_bioimageio_core_test(nuclei, tmp_path):
+    pytest.importorskip("bioimageio.core", reason="the dev extra installs bioimageio.core")
+    from bioimageio.core import test_model
+    from bioimageio.spec import load_model_description
+
+    image, psf = nuclei
+    assert run("train", image, "--psf", psf, "-o", tmp_path / "m.onnx", *FAST).exit_code == 0
+    package = tmp_path / "m.bioimageio.zip"
+    result = run("export", tmp_path / "m_training", "--bioimageio", package)
+    assert result.exit_code == 0, result.output
+    summary = test_model(str(package))
+    assert summary.status == "passed", [e.msg for d in summary.details for e in d.errors]
+    descr = load_model_description(str(package))
+    (out,) = [o for o in descr.outputs if o.id == "deconvolved"]
+    y_in = descr.inputs[0].axes[2]
+    assert out.axes[2].scale == y_in.scale / 2 and out.axes[2].unit == "nanometer"
+    assert out.axes[2].halo == 2 * Model(tmp_path / "m.onnx", provider="cpu").metadata.halo[0]
+    assert "scale_range" in [step.id for step in descr.inputs[0].preprocessing]
+    assert descr.config.model_dump()["zsdeconvnet"]["zsdeconvnet.psf"]
+
+
+def test_bioimageio_export_needs_an_output_and_refuses_quantisation(nuclei, tmp_path):
+    image, psf = nuclei
+    assert run("train", image, "--psf", psf, "-o", tmp_path / "m.onnx", *FAST).exit_code == 0
+    nothing = run("export", tmp_path / "m_training")
+    assert nothing.exit_code == 2 and "--bioimageio" in nothing.output
+    both = run(
+        "export", tmp_path / "m_training", "--bioimageio", tmp_path / "p.zip", "--quantize", "int8"
+    )
+    assert both.exit_code == 2 and not (tmp_path / "p.zip").exists()

@@ -290,7 +290,13 @@ def train(
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="ONNX model to write.",
+)
 @click.option(
     "--quantize",
     type=click.Choice(["int8", "fp16"]),
@@ -305,9 +311,16 @@ def train(
     show_default=True,
     help="Refuse a quantised model whose outputs differ from fp32 more than this (dB).",
 )
+@click.option(
+    "--bioimageio",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also (or only) write a bioimage.io model package (.zip, spec 0.5) for deepImageJ, "
+    "ilastik, BiaPy (needs the 'bioimageio' extra).",
+)
 @click.option("--overwrite", is_flag=True)
 @friendly_errors
-def export(checkpoint, output, quantize, min_psnr, overwrite):
+def export(checkpoint, output, quantize, min_psnr, bioimageio, overwrite):
     """Export a training CHECKPOINT (file or run folder) to a self-describing ONNX model.
 
     The export is checked against torch on the training image (max |diff| <= 1e-4 in the
@@ -318,19 +331,30 @@ def export(checkpoint, output, quantize, min_psnr, overwrite):
       zsdeconvnet export cell_training -o cell.onnx
       zsdeconvnet export cell_training -o cell_int8.onnx --quantize int8
       zsdeconvnet export cell_training -o cell_fp16.onnx --quantize fp16   # for GPUs
+      zsdeconvnet export cell_training --bioimageio cell.bioimageio.zip
     """
     from ..export.onnx import ExportError
-    from .export_model import export_checkpoint
+    from .export_model import export_bioimageio, export_checkpoint
 
-    check_writable(output, overwrite)
+    if output is None and bioimageio is None:
+        raise InputError("give -o MODEL.onnx and/or --bioimageio PACKAGE.zip")
+    if bioimageio is not None and quantize is not None:
+        raise InputError("--bioimageio packages the fp32 model; export --quantize separately")
+    for path in (output, bioimageio):
+        if path is not None:
+            check_writable(path, overwrite)
     try:
-        diff = export_checkpoint(checkpoint, output, quantize, min_psnr)
+        if output is not None:
+            diff = export_checkpoint(checkpoint, output, quantize, min_psnr)
+            click.echo(
+                f"wrote {output} (onnxruntime vs torch max |diff| {diff:.1e}"
+                f"{f'; {quantize}, checked against fp32' if quantize else ''})"
+            )
+        if bioimageio is not None:
+            export_bioimageio(checkpoint, bioimageio)
+            click.echo(f"wrote {bioimageio} (bioimage.io model package, spec 0.5)")
     except ExportError as err:
         raise InputError(str(err)) from None
-    click.echo(
-        f"wrote {output} (onnxruntime vs torch max |diff| {diff:.1e}"
-        f"{f'; {quantize}, checked against fp32' if quantize else ''})"
-    )
 
 
 @click.command()

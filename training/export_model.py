@@ -120,6 +120,41 @@ def export_checkpoint(
     return diff
 
 
+def export_bioimageio(checkpoint: str | os.PathLike, output: str | os.PathLike) -> None:
+    """Write a bioimage.io package of a 2D checkpoint (fp32 ONNX weights, test tensors).
+
+    The test input is the centre of the first training frame (raw intensities); when the
+    training images are no longer readable, the checkpoint's stored (normalised) crop.
+    """
+    from ..export.bioimageio import write_package
+
+    state = load_checkpoint(checkpoint)
+    cfg = TrainConfig.from_json(state["config"])
+    if cfg.mode != "2d":
+        raise InputError("bioimage.io export is available for 2D models only")
+    frames = _training_frames(cfg)
+    test_image = frames[0] if frames else state["parity_crop"].numpy().astype(np.float32)
+    name = Path(cfg.images[0]).stem if cfg.images else "zsdeconvnet"
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / f"{name}.onnx"
+        export_checkpoint(checkpoint, model)
+        write_package(model, output, test_image, name=f"ZS-DeconvNet {name}")
+
+
+def _training_frames(cfg: TrainConfig) -> list[np.ndarray]:
+    """The training images' frames (``YX``), those still readable."""
+    frames = []
+    for path in cfg.images:
+        try:
+            data = np.asarray(tifffile.imread(path), np.float32)
+        except (OSError, ValueError):
+            continue
+        if cfg.channel is not None and data.ndim > 2:  # ImageJ order: ...CYX
+            data = np.take(data, cfg.channel, axis=-3)
+        frames += list(data.reshape(-1, *data.shape[-2:]))
+    return frames
+
+
 def calibration_tiles(
     cfg: TrainConfig, fallback: np.ndarray, size: int = 256, count: int = 8
 ) -> list[np.ndarray]:
@@ -128,13 +163,7 @@ def calibration_tiles(
     Falls back to the checkpoint's stored crop when the images are no longer readable.
     """
     rng = np.random.default_rng(cfg.seed)
-    frames = []
-    for path in cfg.images:
-        try:
-            data = np.asarray(tifffile.imread(path), np.float32)
-        except (OSError, ValueError):
-            continue
-        frames += list(data.reshape(-1, *data.shape[-2:]))
+    frames = _training_frames(cfg)
     tiles = []
     for k in range(count if frames else 0):
         frame = frames[k % len(frames)]
