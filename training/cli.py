@@ -68,6 +68,15 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class Cancelled(Exception):
+    """Training was stopped by its callback; the run folder holds a resumable checkpoint."""
+
+    def __init__(self, run_dir: Path, iteration: int):
+        super().__init__(f"stopped at iteration {iteration}; resume with --resume {run_dir}")
+        self.run_dir = run_dir
+        self.iteration = iteration
+
+
 #: What a run folder holds; a new run over an old folder removes exactly these.
 RUN_FILES = ("checkpoint.pt", "config.json", "loss.csv", "loss.png", "preview.png")
 
@@ -86,9 +95,18 @@ def fresh_run_dir(run_dir: Path, overwrite: bool) -> None:
 
 
 def run_training(
-    cfg, output: Path, progress: bool = True, resume: Path | None = None, overwrite: bool = False
+    cfg,
+    output: Path,
+    progress: bool = True,
+    resume: Path | None = None,
+    overwrite: bool = False,
+    callback=None,
 ) -> Path:
-    """Train per ``cfg``, export to ``output``; returns the run folder."""
+    """Train per ``cfg``, export to ``output``; returns the run folder.
+
+    ``callback(iteration, total)``, if given, is called after every step; returning False
+    stops the run at a checkpoint (resumable) and nothing is exported: :class:`Cancelled`.
+    """
     from .export_model import export_checkpoint
     from .trainer import Trainer
 
@@ -129,7 +147,9 @@ def run_training(
         + "".join(f", {n.describe()}" for n in trainer.sampler.noise[:1]),
         err=True,
     )
-    trainer.train(progress=progress)
+    trainer.train(progress=progress, callback=callback)
+    if trainer.cancelled:
+        raise Cancelled(run_dir, trainer.iteration)
     diff = export_checkpoint(run_dir, output)
     click.echo(
         f"wrote {output} (onnxruntime vs torch max |diff| {diff:.1e}); "

@@ -14,6 +14,7 @@ import csv
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +145,7 @@ class Trainer:
         )
         self.iteration = 0
         self.elapsed = 0.0
+        self.cancelled = False
         self.psf_sha256 = ""
         self.parity_crop = self._parity_crop(frames[0])
         if self.run_dir is not None:  # only once the inputs were accepted
@@ -289,8 +291,18 @@ class Trainer:
             cfg.gap_amending,
         )
 
-    def train(self, progress: bool = True, stop_after: int | None = None) -> ZSDeconvNet2D:
-        """Train up to ``cfg.iterations`` (or ``stop_after`` more steps); returns the model."""
+    def train(
+        self,
+        progress: bool = True,
+        stop_after: int | None = None,
+        callback: Callable[[int, int], bool] | None = None,
+    ) -> ZSDeconvNet2D:
+        """Train up to ``cfg.iterations`` (or ``stop_after`` more steps); returns the model.
+
+        ``callback(iteration, total)`` is called after every step (from this thread); when it
+        returns False the run stops there with a checkpoint (``self.cancelled`` is set), so it
+        can be resumed.
+        """
         cfg = self.cfg
         end = (
             cfg.iterations
@@ -317,12 +329,17 @@ class Trainer:
                 if self.iteration % 10 == 0 or self.iteration == end:
                     bar.set_postfix(loss=f"{parts['loss']:.4f}", lr=f"{parts['lr']:.1e}")
                 bar.update(1)
+                if callback is not None and callback(self.iteration, cfg.iterations) is False:
+                    self.cancelled = True
+                    end = self.iteration
                 checkpoint = self.iteration % cfg.checkpoint_every == 0 or self.iteration == end
                 if checkpoint and self.run_dir is not None:
                     self._log_rows(rows)
                     rows = []
                     self.save_checkpoint()
                     self.write_plots()
+                if self.cancelled:
+                    break
         return self.model
 
     def write_plots(self) -> None:
