@@ -36,6 +36,14 @@ def test_manifest_is_found_and_valid():
     assert manifest.contributions.sample_data[0].key == "simulated"
 
 
+def test_sample_data_opens_in_napari(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("zsdeconvnet", "simulated")
+    noisy, reference = viewer.layers
+    assert noisy.data.shape == (256, 256) and reference.data.shape == (512, 512)
+    assert np.allclose(reference.scale, np.asarray(noisy.scale) / 2)
+
+
 def test_sr_layers_line_up_with_the_input():
     # 2x finer: half the pixel size, first output pixel centred a quarter input pixel earlier
     scale, translate = sr_placement((1.0, 0.1, 0.1), (5.0, 0.0, 2.0), (2, 2))
