@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from flops import conv_flops, matmul_peak  # benchmarks/ is on sys.path when run as a script
+from runtime_speed import network
 from zsdeconvnet.export.onnx import export_model
 from zsdeconvnet.export.quantize import output_psnr, quantize_model
-from zsdeconvnet.training.config import TrainConfig, preset
 from zsdeconvnet.training.export_model import metadata_from_state
 from zsdeconvnet.training.unet2d import ZSDeconvNet2D
 
@@ -127,18 +127,7 @@ def main() -> None:
     record["matmul_peak_tflops"] = {k: round(v / 1e12, 1) for k, v in peaks.items()}
     print(f"matmul peak (TFLOP/s): {record['matmul_peak_tflops']}", flush=True)
 
-    if args.checkpoint:
-        from zsdeconvnet.training.trainer import load_checkpoint
-
-        state = load_checkpoint(args.checkpoint)
-        cfg = TrainConfig.from_json(state["config"])
-        net = ZSDeconvNet2D.from_config(cfg)
-        net.load_state_dict(state["model"])
-    else:
-        cfg = preset(args.preset)
-        torch.manual_seed(0)
-        net = ZSDeconvNet2D.from_config(cfg)
-        state = {"iteration": 0, "psf": torch.zeros(1, 1), "pixel_size_nm": 65.0}
+    net, cfg, state = network(args.checkpoint, args.preset)
     net.eval()
     meta = metadata_from_state(state, cfg)
     s = args.size

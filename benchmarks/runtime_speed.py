@@ -42,6 +42,26 @@ def timed(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
+def network(checkpoint: Path | None, preset_name: str):
+    """The 2D network of a training checkpoint, or He-initialised weights of a preset.
+
+    Returns the network (eval mode not set), its config and a checkpoint-like state for the
+    metadata.
+    """
+    if checkpoint:
+        from zsdeconvnet.training.trainer import load_checkpoint
+
+        state = load_checkpoint(checkpoint)
+        cfg = TrainConfig.from_json(state["config"])
+        net = ZSDeconvNet2D.from_config(cfg)
+        net.load_state_dict(state["model"])
+        return net, cfg, state
+    cfg = preset(preset_name)
+    torch.manual_seed(0)
+    net = ZSDeconvNet2D.from_config(cfg)
+    return net, cfg, {"iteration": 0, "psf": torch.zeros(1, 1), "pixel_size_nm": 65.0}
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -65,18 +85,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_flush_denormal(True)
-    if args.checkpoint:
-        from zsdeconvnet.training.trainer import load_checkpoint
-
-        state = load_checkpoint(args.checkpoint)
-        cfg = TrainConfig.from_json(state["config"])
-        net = ZSDeconvNet2D.from_config(cfg)
-        net.load_state_dict(state["model"])
-    else:
-        cfg = preset("fast")
-        torch.manual_seed(0)
-        net = ZSDeconvNet2D.from_config(cfg)
-        state = {"iteration": 0, "psf": torch.zeros(1, 1), "pixel_size_nm": 65.0}
+    net, cfg, state = network(args.checkpoint, "fast")
     net.eval()
     meta = metadata_from_state(state, cfg)
     rng = np.random.default_rng(0)

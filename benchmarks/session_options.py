@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 from runtime_speed import cpu_name  # benchmarks/ is on sys.path when run as a script
+from runtime_speed import timed as median_time
 from zsdeconvnet.runtime.model import Model
 from zsdeconvnet.runtime.predict import PredictOptions, Predictor
 
@@ -31,16 +30,6 @@ LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-
-
-def median_time(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def session(path: Path, level: str = "all", arena: bool = True, threads: int = 0, save=None):

@@ -33,6 +33,9 @@ def main() -> None:
     parser.add_argument("--presets", nargs="*", default=["fast", "paper"])
     parser.add_argument("--mode", choices=["2d", "3d"], default="2d")
     parser.add_argument("--compile", action="store_true", help="2D: also time torch.compile")
+    parser.add_argument(
+        "--compare-amp", action="store_true", help="2D: time amp=off (fp32) and amp=auto"
+    )
     parser.add_argument("--json", default=None, help="also write results to this file")
     parser.add_argument(
         "--set", action="append", default=[], help="training config override FIELD=VALUE"
@@ -63,13 +66,14 @@ def main() -> None:
         f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"device {device_name(args.device)}"
     )
-    variants = [(name, False) for name in args.presets]
+    variants = [(name, False, None) for name in args.presets]
     if args.compile and args.mode == "2d":
-        variants += [(name, True) for name in args.presets]
-    for name, compiled in variants:
-        cfg = preset(
-            name, args.mode, device=args.device, checkpoint_every=10**9, **parse_overrides(args.set)
-        )
+        variants += [(name, True, None) for name in args.presets]
+    if args.compare_amp and args.mode == "2d":
+        variants = [(name, False, amp) for name in args.presets for amp in ("off", "auto")]
+    for name, compiled, amp in variants:
+        overrides = parse_overrides(args.set) | ({"amp": amp} if amp else {})
+        cfg = preset(name, args.mode, device=args.device, checkpoint_every=10**9, **overrides)
         with tempfile.TemporaryDirectory() as tmp:
             trainer = Trainer(
                 cfg,
