@@ -9,7 +9,8 @@
 # sweep  start the 2D and 3D quality sweeps in the background (setsid): /tmp/sweep
 # ort    join and unpack onnxruntime-gpu into /tmp/site, wait for the sweep, run gpu_speed.py
 # mem3d  peak host memory of predict on a 200x1024x1024 stack with the CUDA provider
-#        (a 3D model carried in .gpucarry/m3d.onnx)
+#        (a 3D model carried in .gpucarry/m3d.onnx); session 2 saw it pass 300 s: run it
+#        alone, last, if at all
 # collect  the sweep results into $OUT
 # Results land in $OUT (the device tool brings them back).
 set -uo pipefail
@@ -71,13 +72,12 @@ for phase in "$@"; do
       python3 -c "import torch, onnxruntime as o; o.preload_dlls(); print(o.__version__, o.__file__)
 s = o.InferenceSession('../models/nuclei2d.onnx', providers=['CUDAExecutionProvider'])
 print('session providers', s.get_providers())"
-      [ -f /tmp/sweep/done ] || bash "$ROOT/benchmarks/gpu_session.sh" mem3d  # memory needs no quiet GPU: overlap it
       for _ in $(seq 36); do [ -f /tmp/sweep/done ] && break; sleep 5; done
       if [ ! -f /tmp/sweep/done ]; then  # timings need the GPU alone: stop the sweep
         echo "sweep stopped before the end (its finished rows are in the log)"
         pkill -f quality_sweep.py; pkill -f quality.py; pkill -f quality3d.py; sleep 3
       fi
-      python3 gpu_speed.py --size 1024 --batches 1 8 --repeat 5 --json "$OUT/gpu_speed.json" \
+      python3 gpu_speed.py --size 1024 --batches 1 2 --repeat 5 --json "$OUT/gpu_speed.json" \
         2>&1 | tee "$OUT/gpu_speed.log" ;;
     mem3d)
       export PYTHONPATH=/tmp/site:/tmp/pkg LD_LIBRARY_PATH="$(nvidia_libs):${LD_LIBRARY_PATH:-}"
