@@ -4,8 +4,8 @@ int8: onnxruntime's static quantiser inserts QuantizeLinear/DequantizeLinear pai
 whose activation ranges come from calibration tiles of the training image(s).
 fp16: onnxruntime's own float16 converter (shipped inside the onnxruntime wheel) stores weights
 and activations in half precision and keeps the model's input and outputs float32, so the
-runtime feeds and reads it exactly as the fp32 model (GPU tensor cores run it; the CPU
-provider runs it too, slowly, which is what the gate uses).
+runtime feeds and reads it exactly as the fp32 model (meant for GPUs; the CPU provider runs
+it too, more slowly than fp32, which is what the gate uses).
 
 A reduced model is accepted only if both of its outputs reproduce the fp32 model's within
 ``min_psnr`` dB (PSNR of its output against the fp32 output, peak = the fp32 output's range) on

@@ -76,7 +76,7 @@ class TrainConfig:
     lr_milestones: tuple[int, ...] = (5000, 7500, 10000)
     lr_min_fraction: float = 0.02
     # Mixed precision for the 2D network: "auto" = bf16 autocast on CUDA and on CPUs with
-    # native bf16 (AVX512-BF16 or AMX; measured 1.9x faster steps on such a CPU, with the same
+    # native bf16 (AVX512-BF16 or AMX; measured 2.1x faster steps on such a CPU, with the same
     # quality as fp32 in benchmarks/RESULTS.md), fp32 elsewhere; "bf16"; "off" (fp32).
     amp: str = "auto"
     # bookkeeping
