@@ -161,14 +161,16 @@ def _restore_float_scales(graph: onnx.GraphProto) -> None:
     scales = {
         node.input[2] for node in graph.node if node.op_type == "Resize" and len(node.input) > 2
     }
-    for node in graph.node:
-        if node.op_type == "Constant" and node.output[0] in scales:
-            for attribute in node.attribute:
-                if attribute.name == "value" and attribute.t.data_type == onnx.TensorProto.FLOAT16:
-                    value = onnx.numpy_helper.to_array(attribute.t).astype(np.float32)
-                    attribute.t.CopyFrom(onnx.numpy_helper.from_array(value, attribute.t.name))
-    for tensor in graph.initializer:
-        if tensor.name in scales and tensor.data_type == onnx.TensorProto.FLOAT16:
+    tensors = [
+        a.t
+        for node in graph.node
+        if node.op_type == "Constant" and node.output[0] in scales
+        for a in node.attribute
+        if a.name == "value"
+    ]
+    tensors += [t for t in graph.initializer if t.name in scales]
+    for tensor in tensors:
+        if tensor.data_type == onnx.TensorProto.FLOAT16:
             value = onnx.numpy_helper.to_array(tensor).astype(np.float32)
             tensor.CopyFrom(onnx.numpy_helper.from_array(value, tensor.name))
 

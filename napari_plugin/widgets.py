@@ -48,6 +48,19 @@ def sr_placement(
     return tuple(new_scale), tuple(new_translate)
 
 
+class _Actions:
+    """The run / cancel / progress / status row both widgets end with."""
+
+    def __init__(self, run_text: str):
+        self.run_button = PushButton(text=run_text)
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
+        self.status = Label(value="")
+
+    def widgets(self) -> list:
+        return [self.run_button, self.cancel_button, self.progress, self.status]
+
+
 class _LayerChoice(ComboBox):
     """Image layers of the viewer, kept current as layers come and go."""
 
@@ -79,22 +92,10 @@ class PredictWidget(Container):
         self.model = FileEdit(label="model", filter="*.onnx", mode="r")
         self.provider = ComboBox(label="provider", choices=list(PROVIDER_CHOICES), value="auto")
         self.tile = SpinBox(label="tile (px, 0 = whole)", value=512, min=0, max=16384, step=64)
-        self.run_button = PushButton(text="Restore")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
-        self.status = Label(value="")
-        self.extend(
-            [
-                self.image,
-                self.model,
-                self.provider,
-                self.tile,
-                self.run_button,
-                self.cancel_button,
-                self.progress,
-                self.status,
-            ]
-        )
+        actions = _Actions("Restore")
+        self.run_button, self.cancel_button = actions.run_button, actions.cancel_button
+        self.progress, self.status = actions.progress, actions.status
+        self.extend([self.image, self.model, self.provider, self.tile, *actions.widgets()])
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.worker = None
@@ -210,25 +211,11 @@ class TrainWidget(Container):
             label="pixel size nm (0 = PSF's)", value=0.0, min=0.0, max=1e5, step=0.1
         )
         self.device = ComboBox(label="device", choices=["cpu", "cuda"], value="cpu")
-        self.run_button = PushButton(text="Train")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
-        self.status = Label(value="")
-        self.extend(
-            [
-                self.image,
-                self.psf,
-                self.output,
-                self.preset,
-                self.iterations,
-                self.pixel_size,
-                self.device,
-                self.run_button,
-                self.cancel_button,
-                self.progress,
-                self.status,
-            ]
-        )
+        actions = _Actions("Train")
+        self.run_button, self.cancel_button = actions.run_button, actions.cancel_button
+        self.progress, self.status = actions.progress, actions.status
+        fields = [self.image, self.psf, self.output, self.preset, self.iterations]
+        self.extend([*fields, self.pixel_size, self.device, *actions.widgets()])
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self._stop = threading.Event()

@@ -371,7 +371,7 @@ def export(checkpoint, output, quantize, min_psnr, bioimageio, overwrite):
                 f"{f'; {quantize}, checked against fp32' if quantize else ''})"
             )
         if bioimageio is not None:
-            export_bioimageio(checkpoint, bioimageio)
+            export_bioimageio(checkpoint, bioimageio, model=output)  # output: fp32 or None
             click.echo(f"wrote {bioimageio} (bioimage.io model package, spec 0.5)")
     except ExportError as err:
         raise InputError(str(err)) from None

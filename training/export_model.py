@@ -120,11 +120,17 @@ def export_checkpoint(
     return diff
 
 
-def export_bioimageio(checkpoint: str | os.PathLike, output: str | os.PathLike) -> None:
+def export_bioimageio(
+    checkpoint: str | os.PathLike,
+    output: str | os.PathLike,
+    model: str | os.PathLike | None = None,
+) -> None:
     """Write a bioimage.io package of a 2D checkpoint (fp32 ONNX weights, test tensors).
 
-    The test input is the centre of the first training frame (raw intensities); when the
-    training images are no longer readable, the checkpoint's stored (normalised) crop.
+    ``model`` is the checkpoint's fp32 ONNX export when one was just written (it is packaged
+    as it is); otherwise the checkpoint is exported here. The test input is the centre of the
+    first training frame (raw intensities); when the training images are no longer readable,
+    the checkpoint's stored (normalised) crop.
     """
     from ..export.bioimageio import write_package
 
@@ -136,8 +142,9 @@ def export_bioimageio(checkpoint: str | os.PathLike, output: str | os.PathLike) 
     test_image = frames[0] if frames else state["parity_crop"].numpy().astype(np.float32)
     name = Path(cfg.images[0]).stem if cfg.images else "zsdeconvnet"
     with tempfile.TemporaryDirectory() as tmp:
-        model = Path(tmp) / f"{name}.onnx"
-        export_checkpoint(checkpoint, model)
+        if model is None:
+            model = Path(tmp) / f"{name}.onnx"
+            export_checkpoint(checkpoint, model)
         write_package(model, output, test_image, name=f"ZS-DeconvNet {name}")
 
 
