@@ -18,6 +18,7 @@ import click
 
 from .. import __version__
 from .errors import InputError
+from .zarr_io import is_zarr
 
 #: name -> (module:attribute, one-line help, needs the train extra)
 COMMANDS: dict[str, tuple[str, str, bool]] = {
@@ -154,8 +155,12 @@ def expand_inputs(patterns: tuple[str, ...]) -> list[Path]:
     found: list[Path] = []
     for pattern in patterns:
         path = Path(pattern)
-        if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+        if is_zarr(path):
+            found.append(path)
+        elif path.is_dir():
+            found += sorted(
+                p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff", ".zarr")
+            )
         elif any(ch in pattern for ch in "*?["):
             found += sorted(Path(p) for p in glob.glob(pattern))
         else:
@@ -166,10 +171,13 @@ def expand_inputs(patterns: tuple[str, ...]) -> list[Path]:
 
 
 def output_plan(
-    inputs: list[Path], output: Path, denoised: Path | None
+    inputs: list[Path], output: Path, denoised: Path | None, zarr: bool = False
 ) -> list[tuple[Path, Path, Path | None]]:
-    """Pair each input with its output paths (a directory when there are several inputs)."""
-    if len(inputs) == 1 and not output.is_dir():
+    """Pair each input with its output paths (a directory when there are several inputs).
+
+    In a directory, outputs keep the input's name; with ``zarr`` they are ``STEM.zarr``.
+    """
+    if len(inputs) == 1 and (not output.is_dir() or is_zarr(output)):
         return [(inputs[0], output, denoised)]
     if output.exists() and not output.is_dir():
         raise InputError(
@@ -182,10 +190,12 @@ def output_plan(
     output.mkdir(parents=True, exist_ok=True)
     if denoised is not None:
         denoised.mkdir(parents=True, exist_ok=True)
-    names = [p.name for p in inputs]
+    names = [p.stem + ".zarr" if zarr else p.name for p in inputs]
     if len(set(names)) != len(names):
         raise InputError("several inputs share a file name; their outputs would collide")
-    return [(p, output / p.name, denoised / p.name if denoised else None) for p in inputs]
+    return [
+        (p, output / name, denoised / name if denoised else None) for p, name in zip(inputs, names)
+    ]
 
 
 @main.command()
@@ -267,6 +277,31 @@ def output_plan(
     is_flag=True,
     help="Suppress sCMOS fixed-pattern stripes (Fourier damping of the outputs).",
 )
+@click.option(
+    "--dask",
+    "dask_spec",
+    metavar="local[:N]|tcp://HOST:PORT",
+    default=None,
+    help="Run on Dask: a local cluster of N worker processes, or a running scheduler.",
+)
+@click.option(
+    "--zarr",
+    "to_zarr",
+    is_flag=True,
+    help="With several inputs, write OME-Zarr outputs (STEM.zarr) in the -o folder.",
+)
+@click.option(
+    "--block",
+    default=2048,
+    show_default=True,
+    type=int,
+    help="OME-Zarr outputs: input px per task side (y, x); blocks run in parallel.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Finish a killed run: skip finished outputs and OME-Zarr blocks.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
@@ -287,6 +322,10 @@ def predict(
     ensemble,
     io_binding,
     damp_stripes,
+    dask_spec,
+    to_zarr,
+    block,
+    resume,
     overwrite,
     quiet,
 ):
@@ -294,12 +333,15 @@ def predict(
 
     Writes the deconvolved (super-resolved) image, float32 in input intensity units, with
     pixel sizes halved in y and x. Tiles overlap by the model's halo, so the result has no
-    seams and equals an untiled pass.
+    seams and equals an untiled pass. Outputs named *.zarr are OME-Zarr (multiscale, written
+    chunk by chunk, resumable); inputs may be OME-Zarr too. --dask spreads files, frames and
+    blocks over worker processes or a cluster with the same result.
 
     \b
     Examples:
       zsdeconvnet predict model.onnx cell.tif -o cell_sr.tif --denoised cell_dn.tif
       zsdeconvnet predict model.onnx 'movie/*.tif' -o restored/ --provider cuda
+      zsdeconvnet predict model.onnx big.zarr -o big_sr.zarr --dask local:2
     """
     from .model import Model
     from .predict import PredictOptions, Predictor
@@ -317,13 +359,33 @@ def predict(
         progress=not quiet,
     )
     files = expand_inputs(inputs)
-    jobs = output_plan(files, output, denoised)
+    jobs = output_plan(files, output, denoised, zarr=to_zarr)
+    if dask_spec or resume or any(is_zarr(p) for job in jobs for p in job if p is not None):
+        _predict_blocks(
+            model, provider, threads, io_binding, options, jobs, dask_spec, block, resume, overwrite
+        )
+        return
     loaded = Model(model, provider=provider, threads=threads, io_binding=io_binding)
     click.echo(
         f"model {model.name}: {loaded.metadata.ndim}D, running on {loaded.active_provider}",
         err=True,
     )
     Predictor(loaded, options).predict_files(jobs, overwrite=overwrite)
+    for _, out, den in jobs:
+        click.echo(f"wrote {out}" + (f" and {den}" if den else ""), err=True)
+
+
+def _predict_blocks(
+    model, provider, threads, io_binding, options, jobs, dask_spec, block, resume, overwrite
+) -> None:
+    """``predict`` through the task runner (OME-Zarr outputs, --dask, --resume)."""
+    from .distributed import Job, open_executor, run_jobs
+    from .tasks import ModelSpec
+
+    with open_executor(dask_spec, threads) as (executor, worker_threads):
+        click.echo(f"model {model.name}: running on {executor.description}", err=True)
+        spec = ModelSpec(str(model.resolve()), provider, worker_threads, io_binding)
+        run_jobs([Job(*j) for j in jobs], spec, options, executor, overwrite, resume, block)
     for _, out, den in jobs:
         click.echo(f"wrote {out}" + (f" and {den}" if den else ""), err=True)
 

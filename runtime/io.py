@@ -147,6 +147,13 @@ def read_image(path: str | os.PathLike, memmap: bool = True) -> Image:
     return Image(data=data, axes=axes, pixel_size_nm=sizes, path=path)
 
 
+def read_input(path: str | os.PathLike) -> Image:
+    """Read a TIFF (memory-mapped when possible) or an OME-Zarr image (lazy)."""
+    from .zarr_io import is_zarr, read_zarr  # zarr is optional: imported only for zarr paths
+
+    return read_zarr(path) if is_zarr(path) else read_image(path)
+
+
 def _normalise_axes(axes: str, shape: tuple[int, ...], path: Path) -> str:
     axes = axes.upper()
     if "S" in axes and shape[axes.index("S")] > 1:

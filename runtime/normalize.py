@@ -16,6 +16,9 @@ _CHUNK_ROWS = 256
 def _iter_chunks(frame: np.ndarray):
     """Yield float32 slabs of ``frame`` along its first axis (bounded memory on memmaps)."""
     step = max(1, _CHUNK_ROWS * 4096 // max(1, int(np.prod(frame.shape[1:]))))
+    chunks = getattr(frame, "chunks", None)  # zarr: whole chunk rows, each decoded once
+    if isinstance(chunks, tuple) and chunks and isinstance(chunks[0], int):
+        step = max(chunks[0], step // chunks[0] * chunks[0])
     for i in range(0, frame.shape[0], step):
         yield np.asarray(frame[i : i + step], dtype=np.float32)
 

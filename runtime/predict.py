@@ -18,11 +18,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .errors import InputError, describe
-from .io import Image, check_writable, memmap_output, read_image
+from .io import Image, check_writable, memmap_output, read_input
 from .model import Model
 from .normalize import denormalize, frame_range, normalize
 from .postprocess import damp_stripes
 from .tiling import PAD_MODES, TilePlan, plan_tiles, read_tile
+from .zarr_io import frame_of
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ class Predictor:
         tile = list(self.tile)
         while True:
             try:
-                self._run_plan(
+                self.run_tiles(
                     self.plan(frame.shape, tile), frame, lo, hi, denoised, deconvolved, bar
                 )
                 return
@@ -202,7 +203,12 @@ class Predictor:
                 )
                 tile[-2:] = [smaller, smaller]
 
-    def _run_plan(self, plan, frame, lo, hi, denoised, deconvolved, bar) -> None:
+    def run_tiles(self, plan, frame, lo, hi, denoised, deconvolved, bar=None) -> None:
+        """Restore the tiles of ``plan`` (all of a frame's, or a block of them) into outputs.
+
+        ``frame`` and the outputs are indexed in image coordinates (arrays, memory maps or
+        zarr frame views); ``lo``/``hi`` are the whole frame's normalisation range.
+        """
         batch = self.options.batch
         ones = (1,) * self.ndim
         for first in range(0, len(plan.tiles), batch):
@@ -249,7 +255,7 @@ class Predictor:
 
     # -- files -------------------------------------------------------------------------------
 
-    def _select(self, image: Image) -> tuple[np.ndarray, str]:
+    def select(self, image: Image) -> tuple[np.ndarray, str]:
         """Apply the channel choice and check the axes against the model."""
         data, axes = image.data, image.axes
         channel = self.options.channel
@@ -301,12 +307,12 @@ class Predictor:
             outputs = [check_writable(output_path, overwrite)]
             if denoised_path is not None:
                 outputs.append(check_writable(denoised_path, overwrite))
-            image = read_image(input_path)
-            data, axes = self._select(image)
+            image = read_input(input_path)
+            data, axes = self.select(image)
             frame_shape = data.shape[: data.ndim - self.ndim]
             ranges = [
                 frame_range(
-                    data[index],
+                    frame_of(data, index),
                     self.model.metadata.normalization,
                     f"{describe(input_path)}" + (f" frame {index}" if index else ""),
                 )
@@ -358,7 +364,12 @@ class Predictor:
                 )
             for index, (lo, hi) in zip(np.ndindex(frame_shape), ranges):
                 self.restore_frame(
-                    data[index], lo, hi, None if den is None else den[index], dec[index], bar
+                    frame_of(data, index),
+                    lo,
+                    hi,
+                    None if den is None else den[index],
+                    dec[index],
+                    bar,
                 )
                 if self.options.damp_stripes:
                     for out in (dec, den):
