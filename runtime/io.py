@@ -9,6 +9,7 @@ in the destination folder and renamed when complete: no half-written outputs.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -33,7 +34,10 @@ _UNIT_TO_NM = {
     "mm": 1e6,
     "m": 1e9,
 }
+log = logging.getLogger(__name__)
 IMAGEJ_ORDER = "TZCYXS"
+#: compressed or tiled TIFFs larger than this are read lazily through zarr (when installed)
+LAZY_TIFF_BYTES = 1 << 30
 
 
 @dataclass
@@ -134,6 +138,8 @@ def read_image(path: str | os.PathLike, memmap: bool = True) -> Image:
             if memmap and series.dataoffset is not None:
                 with contextlib.suppress(ValueError, OSError):
                     data = tifffile.memmap(path, series=0, mode="r")
+            if data is None and series.nbytes > LAZY_TIFF_BYTES:
+                data = _lazy_tiff(path)
             if data is None:
                 data = series.asarray()
     except InputError:
@@ -145,6 +151,23 @@ def read_image(path: str | os.PathLike, memmap: bool = True) -> Image:
         ) from None
     axes = _normalise_axes(axes, data.shape, path)
     return Image(data=data, axes=axes, pixel_size_nm=sizes, path=path)
+
+
+def _lazy_tiff(path: Path):
+    """A compressed TIFF as a zarr array over its own chunks (strips or tiles), or None.
+
+    Nothing is decoded until a region is indexed, so a file larger than RAM streams.
+    """
+    try:
+        import zarr
+    except ImportError:
+        log.warning(
+            "%s is compressed and large: it is read into memory; install the distributed extra "
+            "to stream it",
+            describe(path),
+        )
+        return None
+    return zarr.open(tifffile.imread(path, aszarr=True, series=0), mode="r")
 
 
 def read_input(path: str | os.PathLike) -> Image:

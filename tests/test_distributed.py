@@ -209,3 +209,23 @@ def test_zarr_errors_are_one_clear_line(model2d, tmp_path):
         text=True,
     )
     assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_large_compressed_tiff_is_read_lazily(model2d, tmp_path, monkeypatch):
+    from zsdeconvnet.runtime import io
+
+    data = _series((2, 150, 170), seed=5)
+    path = tmp_path / "packed.tif"
+    tifffile.imwrite(path, data, compression="zlib", tile=(64, 64), metadata={"axes": "TYX"})
+    eager = io.read_image(path)
+    assert isinstance(eager.data, np.ndarray)
+    monkeypatch.setattr(io, "LAZY_TIFF_BYTES", 0)
+    lazy = io.read_image(path)
+    assert not isinstance(lazy.data, np.ndarray) and lazy.axes == eager.axes
+    predictor = Predictor(Model(model2d, "cpu"), PredictOptions(tile=32, progress=False))
+    predictor.predict_file(path, tmp_path / "lazy_sr.tif")
+    monkeypatch.setattr(io, "LAZY_TIFF_BYTES", 1 << 40)
+    predictor.predict_file(path, tmp_path / "eager_sr.tif")
+    np.testing.assert_array_equal(
+        tifffile.imread(tmp_path / "lazy_sr.tif"), tifffile.imread(tmp_path / "eager_sr.tif")
+    )
