@@ -101,12 +101,25 @@ def run_training(
     resume: Path | None = None,
     overwrite: bool = False,
     callback=None,
+    distributed: bool = False,
 ) -> Path:
     """Train per ``cfg``, export to ``output``; returns the run folder.
 
     ``callback(iteration, total)``, if given, is called after every step; returning False
     stops the run at a checkpoint (resumable) and nothing is exported: :class:`Cancelled`.
+    ``distributed``: this process is one rank of a ``torchrun`` launch (DDP); rank 0 writes.
     """
+    from . import distributed as ddp
+
+    world = ddp.start(cfg.device) if distributed else ddp.SINGLE
+    try:
+        return _train_and_export(cfg, output, progress, resume, overwrite, callback, world)
+    finally:
+        ddp.stop(world)
+
+
+def _train_and_export(cfg, output, progress, resume, overwrite, callback, world) -> Path:
+    from . import distributed as ddp
     from .export_model import export_checkpoint
     from .trainer import Trainer
 
@@ -135,22 +148,30 @@ def run_training(
                 f"{describe(images[0])} has no z step in its metadata; give --z-step (nm)"
             )
     run_dir = resume or output.with_name(output.stem + "_training")
-    if resume is None:
+    if resume is None and world.is_main:
         fresh_run_dir(run_dir, overwrite)
-    trainer = Trainer(cfg, frames, psf, pixel_nm, run_dir, z_step_nm=z_step)
+    ddp.barrier(world)  # the other ranks start once rank 0 has cleared the folder
+    own_dir = run_dir if world.is_main else None  # only rank 0 writes
+    trainer = Trainer(cfg, frames, psf, pixel_nm, own_dir, z_step_nm=z_step, world=world)
     trainer.psf_sha256 = file_sha256(psf_path)
     if resume is not None:
         trainer.load_checkpoint(resume)
-    click.echo(
-        f"training {cfg.mode} on {len(frames)} {'stack' if cfg.ndim == 3 else 'frame'}(s), "
-        f"{trainer.device}{' (bf16 autocast)' if trainer.bf16 else ''}"
-        + "".join(f", {n.describe()}" for n in trainer.sampler.noise[:1]),
-        err=True,
-    )
+    if world.is_main:
+        ranks = f", {world.size} processes (DDP)" if world.size > 1 else ""
+        click.echo(
+            f"training {cfg.mode} on {len(frames)} {'stack' if cfg.ndim == 3 else 'frame'}(s), "
+            f"{trainer.device}{' (bf16 autocast)' if trainer.bf16 else ''}{ranks}"
+            + "".join(f", {n.describe()}" for n in trainer.sampler.noise[:1]),
+            err=True,
+        )
     trainer.train(progress=progress, callback=callback)
     if trainer.cancelled:
         raise Cancelled(run_dir, trainer.iteration)
+    if not world.is_main:
+        ddp.barrier(world)  # wait for rank 0's export, so torchrun ends when the model exists
+        return run_dir
     diff = export_checkpoint(run_dir, output)
+    ddp.barrier(world)
     click.echo(
         f"wrote {output} (onnxruntime vs torch max |diff| {diff:.1e}); "
         f"checkpoint, loss log and plots in {run_dir}",
@@ -224,6 +245,12 @@ def run_training(
     default=None,
     help="Continue a killed run from its folder.",
 )
+@click.option(
+    "--distributed",
+    is_flag=True,
+    help="One rank of a torchrun launch: data-parallel over its processes (NCCL on GPUs, gloo "
+    "on CPU); the global --batch-size and schedule are kept.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing model file.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
@@ -248,6 +275,7 @@ def train(
     amp,
     config_file,
     resume,
+    distributed,
     overwrite,
     quiet,
 ):
@@ -265,6 +293,8 @@ def train(
       zsdeconvnet train movie.tif --psf psf.tif -o m.onnx --preset paper --device cuda
       zsdeconvnet train --resume cell_training -o cell.onnx --overwrite
       zsdeconvnet train stack.tif --psf psf3d.tif -o stack.onnx --mode 3d --z-step 200
+      torchrun --standalone --nproc-per-node 4 -m zsdeconvnet train cell.tif --psf psf.tif \
+          -o cell.onnx --preset paper --device cuda --distributed
     """
     from .config import TrainConfig
     from .config import preset as make_preset
@@ -305,7 +335,14 @@ def train(
             cfg = make_preset(
                 preset, images=paths, psf=str(psf), mode=mode, device=device, **overrides
             )
-    run_training(cfg, output, progress=not quiet, resume=resume, overwrite=overwrite)
+    run_training(
+        cfg,
+        output,
+        progress=not quiet,
+        resume=resume,
+        overwrite=overwrite,
+        distributed=distributed,
+    )
 
 
 @click.command()

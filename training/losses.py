@@ -119,6 +119,7 @@ def gap_amending_loss(
     pad: tuple[int, int],
     upsample: int,
     gap_amending: bool = True,
+    frozen: torch.nn.Module | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The 3D ZS-DeconvNet loss with gap-amending regularisation (METHOD.md section 3).
 
@@ -131,6 +132,9 @@ def gap_amending_loss(
         ``pad = (pz, pxy)`` on every side, ``target`` is not.
     full : torch.Tensor
         The interleaved crops (both halves, ``2 Z`` slices), padded like ``x``.
+    frozen : torch.nn.Module, optional
+        The network whose ``denoise`` runs the frozen pass (default ``model``; give the bare
+        network when ``model`` is a DistributedDataParallel wrapper).
 
     ``G = S_in(f1'(Z)) - S_gt(f1'(Z))`` from a frozen copy of stage 1 on the interleaved crop;
     ``L_den = |f1(in) - gt| + |f1(in) - gt - G|``,
@@ -148,7 +152,7 @@ def gap_amending_loss(
     reblurred = reblurred[centre]
     if gap_amending:
         with torch.no_grad():  # the frozen copy: current weights, no gradient
-            stack = model.denoise(full)[
+            stack = (frozen or model).denoise(full)[
                 (..., slice(pz, pz + 2 * z), slice(pxy, pxy + h), slice(pxy, pxy + w))
             ]
             gap = stack[..., 0::2, :, :] - stack[..., 1::2, :, :]

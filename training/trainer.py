@@ -27,6 +27,7 @@ from ..runtime.psf import PSF, crop_psf, resample_psf
 from .config import TrainConfig
 from .data import PatchSampler
 from .data3d import StackSampler
+from .distributed import SINGLE, World, average
 from .losses import FFTConvolver, gap_amending_loss, zs_loss
 from .rcan3d import ZSDeconvNet3D
 from .unet2d import ZSDeconvNet2D
@@ -104,7 +105,11 @@ class Trainer:
         Camera pixel size of the frames.
     run_dir : path-like or None
         Folder for checkpoints, logs and plots; ``None`` keeps everything in memory
-        (test-time adaptation).
+        (test-time adaptation, and ranks other than 0 of a distributed run).
+    z_step_nm : float, optional
+        Stack z step (3D).
+    world : World
+        This process's rank among data-parallel training processes (default: alone).
     """
 
     def __init__(
@@ -115,10 +120,13 @@ class Trainer:
         pixel_size_nm: float,
         run_dir: str | Path | None,
         z_step_nm: float | None = None,
+        world: World = SINGLE,
     ):
         self.cfg = cfg
+        self.world = world
+        self.shard = world.shard(cfg.batch_size)
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.device = pick_device(cfg.device)
+        self.device = pick_device(world.device(cfg.device))
         torch.set_flush_denormal(True)  # denormals made CPU steps 5-25x slower (METHOD.md)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -137,6 +145,10 @@ class Trainer:
             # channels_last: faster convolutions on CPU (oneDNN) and on GPUs
             self.model = ZSDeconvNet2D.from_config(cfg).to(self.device)
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.net = self.model  # what the loss calls: the model, or its DDP wrapper
+        if world.size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.bf16 = use_bf16(cfg.amp, self.device) and not self.three_d
         self.blur = FFTConvolver(torch.from_numpy(self.psf_sr.data)).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
@@ -242,18 +254,28 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.iteration += 1
+        parts = average(parts, self.world, self.device)
         parts["lr"] = self.optimizer.param_groups[0]["lr"]
         return parts
 
+    def _batch(self) -> tuple[np.ndarray, ...]:
+        """This rank's share of the global batch; sample ``k`` of iteration ``i`` is drawn from
+        its own stream ``(seed, i, k)``, so it is the same however the batch is split."""
+        parts = []
+        for index in self.shard:
+            self.sampler.rng = np.random.default_rng((self.cfg.seed, self.iteration, index))
+            parts.append(self.sampler.batch(1))
+        return tuple(np.concatenate(arrays) for arrays in zip(*parts))
+
     def _loss_2d(self):
         cfg = self.cfg
-        x, y = self.sampler.batch(cfg.batch_size)
+        x, y = self._batch()
         pad = cfg.pad_xy
         x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))  # zeros, as the reference
         xt = torch.from_numpy(x).to(self.device).to(memory_format=torch.channels_last)
         yt = torch.from_numpy(np.ascontiguousarray(y)).to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            denoised, deconvolved = self.model(xt)
+            denoised, deconvolved = self.net(xt)
         return zs_loss(
             denoised.float(),
             deconvolved.float(),
@@ -267,7 +289,7 @@ class Trainer:
 
     def _loss_3d(self):
         cfg = self.cfg
-        x, y, full = self.sampler.batch(cfg.batch_size)
+        x, y, full = self._batch()
         widths = (
             (0, 0),
             (0, 0),
@@ -279,7 +301,7 @@ class Trainer:
         ft = torch.from_numpy(np.pad(full, widths)).to(self.device)
         yt = torch.from_numpy(np.ascontiguousarray(y)).to(self.device)
         return gap_amending_loss(
-            self.model,
+            self.net,
             xt,
             yt,
             ft,
@@ -289,6 +311,7 @@ class Trainer:
             (cfg.pad_z, cfg.pad_xy),
             cfg.upsample,
             cfg.gap_amending,
+            frozen=self.model,
         )
 
     def train(
@@ -315,7 +338,7 @@ class Trainer:
             initial=self.iteration,
             desc="train",
             unit="it",
-            disable=not progress,
+            disable=not progress or not self.world.is_main,
             dynamic_ncols=True,
         )
         start = time.perf_counter() - self.elapsed
