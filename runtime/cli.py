@@ -43,6 +43,16 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
         "Warm prediction server for macros (127.0.0.1).",
         False,
     ),
+    "sim-reconstruct": (
+        "zsdeconvnet.training.cli_sim:sim_reconstruct",
+        "Conventional 2D-SIM reconstruction of raw frames.",
+        True,
+    ),
+    "sim-recorrupt": (
+        "zsdeconvnet.training.cli_sim:sim_recorrupt",
+        "Recorrupt raw SIM frames into training pairs.",
+        True,
+    ),
     "demo": (
         "zsdeconvnet.training.demo:demo",
         "The main job on a shipped image: psf, train, export, predict.",

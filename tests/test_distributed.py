@@ -229,3 +229,22 @@ def test_large_compressed_tiff_is_read_lazily(model2d, tmp_path, monkeypatch):
     np.testing.assert_array_equal(
         tifffile.imread(tmp_path / "lazy_sr.tif"), tifffile.imread(tmp_path / "eager_sr.tif")
     )
+
+
+def test_3d_stack_in_zarr_blocks_equals_single_process(model3d, tmp_path):
+    data = _series((20, 70, 90), seed=11)
+    src = write_ome_zarr(tmp_path / "stack.zarr", data, "zyx", (10, 64, 64))
+    options = PredictOptions(tile=32, tile_z=8, progress=False)
+    run_jobs(
+        [Job(src, tmp_path / "sr.zarr")],
+        ModelSpec(str(model3d), "cpu"),
+        options,
+        LocalExecutor(),
+        block=32,
+    )
+    ref = tmp_path / "ref.tif"
+    tifffile.imwrite(tmp_path / "in.tif", data, imagej=True, metadata={"axes": "ZYX"})
+    Predictor(Model(model3d, "cpu"), options).predict_file(tmp_path / "in.tif", ref)
+    out = zarr.open_array(str(tmp_path / "sr.zarr" / "0"))
+    assert out.chunks[0] == 8  # z tiles become z chunks
+    np.testing.assert_array_equal(out[:], tifffile.imread(ref))

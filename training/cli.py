@@ -124,35 +124,42 @@ def _train_and_export(cfg, output, progress, resume, overwrite, callback, world)
     from .trainer import Trainer
 
     images = [Path(p) for p in cfg.images]
-    frames, image_sizes = load_frames(images, cfg.channel, cfg.ndim)
-    pixel_nm = cfg.pixel_size_nm or image_sizes.get("X")
     psf_path = Path(cfg.psf)
-    psf = read_psf(
-        psf_path,
-        cfg.ndim,
-        pixel_size_nm=cfg.psf_pixel_size_nm or None,
-        z_step_nm=cfg.psf_z_step_nm or None,
-    )
-    if pixel_nm is None:
-        pixel_nm = psf.pixel_size_nm[-1]
-        log.warning(
-            "no pixel size in %s or --pixel-size: assuming the PSF's, %.4g nm",
-            images[0].name,
-            pixel_nm,
-        )
-    z_step = None
-    if cfg.ndim == 3:
-        z_step = cfg.z_step_nm or image_sizes.get("Z")
-        if z_step is None:
-            raise InputError(
-                f"{describe(images[0])} has no z step in its metadata; give --z-step (nm)"
-            )
     run_dir = resume or output.with_name(output.stem + "_training")
     if resume is None and world.is_main:
         fresh_run_dir(run_dir, overwrite)
     ddp.barrier(world)  # the other ranks start once rank 0 has cleared the folder
     own_dir = run_dir if world.is_main else None  # only rank 0 writes
-    trainer = Trainer(cfg, frames, psf, pixel_nm, own_dir, z_step_nm=z_step, world=world)
+    z_step, sampler = None, None
+    if cfg.mode == "sim2d":
+        from .cli_sim import prepare_sim_training
+
+        frames, psf, pixel_nm, sampler = prepare_sim_training(cfg, psf_path, own_dir)
+    else:
+        frames, image_sizes = load_frames(images, cfg.channel, cfg.ndim)
+        pixel_nm = cfg.pixel_size_nm or image_sizes.get("X")
+        psf = read_psf(
+            psf_path,
+            cfg.ndim,
+            pixel_size_nm=cfg.psf_pixel_size_nm or None,
+            z_step_nm=cfg.psf_z_step_nm or None,
+        )
+        if pixel_nm is None:
+            pixel_nm = psf.pixel_size_nm[-1]
+            log.warning(
+                "no pixel size in %s or --pixel-size: assuming the PSF's, %.4g nm",
+                images[0].name,
+                pixel_nm,
+            )
+        if cfg.ndim == 3:
+            z_step = cfg.z_step_nm or image_sizes.get("Z")
+            if z_step is None:
+                raise InputError(
+                    f"{describe(images[0])} has no z step in its metadata; give --z-step (nm)"
+                )
+    trainer = Trainer(
+        cfg, frames, psf, pixel_nm, own_dir, z_step_nm=z_step, world=world, sampler=sampler
+    )
     trainer.psf_sha256 = file_sha256(psf_path)
     if resume is not None:
         trainer.load_checkpoint(resume)
@@ -214,10 +221,11 @@ def _train_and_export(cfg, output, progress, resume, overwrite, callback, world)
 @click.option("--channel", type=int, default=None, help="Channel of multi-channel files.")
 @click.option(
     "--mode",
-    type=click.Choice(["auto", "2d", "3d"]),
+    type=click.Choice(["auto", "2d", "3d", "sim2d"]),
     default="auto",
     show_default=True,
-    help="auto: 3D when the file is a Z stack, else 2D.",
+    help="auto: 3D when the file is a Z stack, else 2D; sim2d: raw 2D-SIM stacks "
+    "(angles x phases frames), reconstructed here (ZS-DeconvNet-SIM).",
 )
 @click.option("--z-step", type=float, default=None, help="Stack z step (nm), 3D.")
 @click.option("--psf-z-step", type=float, default=None, help="PSF z step (nm), 3D.")
@@ -293,6 +301,7 @@ def train(
       zsdeconvnet train movie.tif --psf psf.tif -o m.onnx --preset paper --device cuda
       zsdeconvnet train --resume cell_training -o cell.onnx --overwrite
       zsdeconvnet train stack.tif --psf psf3d.tif -o stack.onnx --mode 3d --z-step 200
+      zsdeconvnet train raw_sim.tif --psf psf.tif -o sim.onnx --mode sim2d
       torchrun --standalone --nproc-per-node 4 -m zsdeconvnet train cell.tif --psf psf.tif \
           -o cell.onnx --preset paper --device cuda --distributed
     """

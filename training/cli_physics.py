@@ -119,9 +119,14 @@ def psf(
 @click.option("--na", type=float, default=None, help="NA; default 1.49 (2D TIRF) / 1.1 (3D).")
 @click.option("--wavelength", type=float, default=525, show_default=True, help="Emission (nm).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--sim",
+    is_flag=True,
+    help="2D-SIM: 3 angles x 3 phases of stripe illumination (raw.tif; photons per frame).",
+)
 @friendly_errors
 def simulate(
-    output, structure, photons, size, dims, z_size, pixel_size, z_step, na, wavelength, seed
+    output, structure, photons, size, dims, z_size, pixel_size, z_step, na, wavelength, seed, sim
 ):
     """Simulate a noisy widefield acquisition with its PSF and ground truth.
 
@@ -133,8 +138,27 @@ def simulate(
     Examples:
       zsdeconvnet simulate -o sim/ --structure filaments --photons 5
       zsdeconvnet simulate -o sim3d/ --structure sheets --dims 3 --size 128
+      zsdeconvnet simulate -o sim2d/ --sim --structure mixed --photons 5 --size 128
     """
     from .simulate import SimulationConfig, write_simulation
+
+    if sim:
+        from .sim_simulate import SIMSimulationConfig, write_sim_simulation
+
+        if dims != "2":
+            raise InputError("--sim simulates 2D-SIM; drop --dims 3")
+        cfg = SIMSimulationConfig(
+            structure=structure,
+            size=size,
+            photons=photons,
+            pixel_nm=pixel_size or 62.6,
+            na=na or 1.49,
+            wavelength_nm=wavelength,
+            seed=seed,
+        )
+        paths = write_sim_simulation(cfg, output)
+        click.echo(f"wrote {', '.join(p.name for p in paths.values())} to {output}")
+        return
 
     three = dims == "3"
     cfg = SimulationConfig(

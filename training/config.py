@@ -57,6 +57,11 @@ class TrainConfig:
     # Channel attention pools over a local (z, y, x) window instead of the whole volume, so
     # the receptive field is finite and tiled prediction stays exact; None = global (reference).
     ca_window: tuple[int, int, int] | None = (3, 9, 9)
+    # SIM (mode sim2d, METHOD.md section 5): raw frames are recorrupted into sim_pairs pairs of
+    # sets, each set reconstructed (Wiener constant sim_wiener) into one training pair
+    sim_phases: int = 3
+    sim_pairs: int = 16
+    sim_wiener: float = 0.05
     # network
     base_channels: int = 32
     levels: int = 4
@@ -96,8 +101,14 @@ class TrainConfig:
             if len(self.ca_window) != 3 or any(w < 1 or w % 2 == 0 for w in self.ca_window):
                 raise InputError(f"ca_window must be 3 odd sizes (z, y, x), got {self.ca_window}")
         multiple = self.size_multiple
-        if self.mode not in ("2d", "3d"):
-            raise InputError(f"mode must be '2d' or '3d', got {self.mode!r}")
+        if self.mode not in MODES:
+            raise InputError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode == "sim2d" and self.upsample != 1:
+            raise InputError(
+                "sim2d trains on SIM reconstructions, which are already fine: upsample 1"
+            )
+        if self.sim_phases < 3 or self.sim_pairs < 1 or self.sim_wiener <= 0:
+            raise InputError("sim_phases must be >= 3, sim_pairs >= 1 and sim_wiener > 0")
         if self.mode == "3d" and (self.crop_z < 4 or self.crop_z % 2):
             raise InputError(
                 f"crop_z must be an even number >= 4 (odd/even halves), got {self.crop_z}"
@@ -123,11 +134,11 @@ class TrainConfig:
     @property
     def size_multiple(self) -> int:
         """Spatial input sizes must be multiples of this (U-Net pooling; 1 for 3D RCAN)."""
-        return 2 ** (self.levels - 1) if self.mode == "2d" else 1
+        return 1 if self.mode == "3d" else 2 ** (self.levels - 1)
 
     @property
     def ndim(self) -> int:
-        return 2 if self.mode == "2d" else 3
+        return 3 if self.mode == "3d" else 2
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -170,6 +181,8 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+MODES = ("2d", "3d", "sim2d")
+
 #: Fields older checkpoints may carry that no longer mean anything.
 RETIRED_FIELDS = ("preview_every",)
 
@@ -180,6 +193,24 @@ PRESETS: dict[str, dict[str, dict]] = {
     "2d": {
         "paper": {},
         "fast": dict(
+            base_channels=16,
+            sr_channels=32,
+            convs_per_level=2,
+            hessian_weight=0.005,
+            iterations=2000,
+            lr=2e-4,
+            schedule="cosine",
+            checkpoint_every=250,
+        ),
+    },
+    # ZS-DeconvNet-SIM: the 2D networks without upsampling; the reference's recorruption
+    # ranges for 2D-SIM (its alpha in [0.2, 0.5] is 1/alpha here: input noise sigma * alpha)
+    "sim2d": {
+        "paper": dict(upsample=1, alpha_range=(2.0, 5.0), beta1_range=(1.5, 3.0)),
+        "fast": dict(
+            upsample=1,
+            alpha_range=(2.0, 5.0),
+            beta1_range=(1.5, 3.0),
             base_channels=16,
             sr_channels=32,
             convs_per_level=2,
@@ -222,7 +253,7 @@ PRESETS: dict[str, dict[str, dict]] = {
 def preset(name: str, mode: str = "2d", **overrides) -> TrainConfig:
     """A config from a preset name and mode, with ``overrides`` (``None`` values ignored)."""
     if mode not in PRESETS:
-        raise InputError(f"mode must be '2d' or '3d', got {mode!r}")
+        raise InputError(f"mode must be one of {MODES}, got {mode!r}")
     if name not in PRESETS[mode]:
         raise InputError(f"unknown preset {name!r}; choose one of {sorted(PRESETS[mode])}")
     fields = {**PRESETS[mode][name], "preset": name, "mode": mode}

@@ -109,13 +109,13 @@ def export_checkpoint(
 
     if quantize not in KINDS:
         raise InputError(f"unknown quantisation {quantize!r}; choose one of {list(KINDS)}")
-    if quantize == "int8" and cfg.mode != "2d":
+    if quantize == "int8" and cfg.ndim != 2:
         raise InputError("int8 export is available for 2D models only (use fp16 for 3D)")
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         diff = export_model(model, metadata, fp32, crop)
-        tiles = calibration_tiles(cfg, crop) if cfg.mode == "2d" else [crop]
+        tiles = calibration_tiles(cfg, crop) if cfg.ndim == 2 else [crop]
         quantize_model(fp32, output, tiles, min_psnr, quantize)
     return diff
 
@@ -136,7 +136,7 @@ def export_bioimageio(
 
     state = load_checkpoint(checkpoint)
     cfg = TrainConfig.from_json(state["config"])
-    if cfg.mode != "2d":
+    if cfg.ndim != 2:
         raise InputError("bioimage.io export is available for 2D models only")
     frames = _training_frames(cfg)
     test_image = frames[0] if frames else state["parity_crop"].numpy().astype(np.float32)
@@ -149,8 +149,11 @@ def export_bioimageio(
 
 
 def _training_frames(cfg: TrainConfig) -> list[np.ndarray]:
-    """The training images' frames (``YX``), those still readable."""
+    """The training images' frames (``YX``), those still readable (none for SIM: its training
+    images are raw frames, not what the model sees)."""
     frames = []
+    if cfg.mode == "sim2d":
+        return frames
     for path in cfg.images:
         try:
             data = np.asarray(tifffile.imread(path), np.float32)

@@ -102,7 +102,7 @@ def _curves(rng, shape, n, step, length_px, persistence) -> list[np.ndarray]:
     return curves
 
 
-def _ground_truth(cfg: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
+def ground_truth(cfg: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
     fine_nm = cfg.pixel_nm / cfg.oversample
     lateral = cfg.size * cfg.oversample
     shape = (lateral, lateral) if cfg.dims == 2 else (cfg.z_size, lateral, lateral)
@@ -169,13 +169,13 @@ def _ground_truth(cfg: SimulationConfig, rng: np.random.Generator) -> np.ndarray
 # -- image formation ---------------------------------------------------------------------------
 
 
-def _bin(array: np.ndarray, factor: int) -> np.ndarray:
+def bin_pixels(array: np.ndarray, factor: int) -> np.ndarray:
     """Sum ``factor x factor`` blocks in y and x (light integrates over a pixel)."""
     *lead, h, w = array.shape
     return array.reshape(*lead, h // factor, factor, w // factor, factor).sum(axis=(-3, -1))
 
 
-def _fine_psf(cfg: SimulationConfig, wavelength_nm: float) -> np.ndarray:
+def fine_psf(cfg: SimulationConfig, wavelength_nm: float) -> np.ndarray:
     fine_nm = cfg.pixel_nm / cfg.oversample
     half = int(math.ceil(6 * wavelength_nm / cfg.na / fine_nm))
     z = z_positions(2 * (cfg.z_size // 2) + 1, cfg.z_step_nm) if cfg.dims == 3 else None
@@ -194,10 +194,10 @@ def simulate(cfg: SimulationConfig) -> dict[str, np.ndarray]:
         photons, float32).
     """
     rng = np.random.default_rng(cfg.seed)
-    gt = _ground_truth(cfg, rng)
-    blurred = fftconvolve(gt, _fine_psf(cfg, cfg.wavelength_nm), mode="same")
-    sharp = fftconvolve(gt, _fine_psf(cfg, cfg.wavelength_nm / 2), mode="same")
-    camera = np.clip(_bin(blurred, cfg.oversample), 0, None)
+    gt = ground_truth(cfg, rng)
+    blurred = fftconvolve(gt, fine_psf(cfg, cfg.wavelength_nm), mode="same")
+    sharp = fftconvolve(gt, fine_psf(cfg, cfg.wavelength_nm / 2), mode="same")
+    camera = np.clip(bin_pixels(blurred, cfg.oversample), 0, None)
     foreground = camera > 0.2 * np.percentile(camera, 99.9)
     scale = cfg.photons / camera[foreground].mean()
     clean = camera * scale
@@ -212,8 +212,8 @@ def simulate(cfg: SimulationConfig) -> dict[str, np.ndarray]:
     return {
         "noisy": noisy,
         "psf": user_psf[0] if cfg.dims == 2 else user_psf,
-        "gt": (_bin(gt, sr) * scale).astype(np.float32),
-        "reference": np.clip(_bin(sharp, sr) * scale, 0, None).astype(np.float32),
+        "gt": (bin_pixels(gt, sr) * scale).astype(np.float32),
+        "reference": np.clip(bin_pixels(sharp, sr) * scale, 0, None).astype(np.float32),
         "clean": clean.astype(np.float32),
     }
 

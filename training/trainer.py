@@ -59,7 +59,7 @@ def sr_psf(
     odd/even halves are interleaved, so each half samples z at twice the step).
     """
     target = camera_pixel_nm / cfg.upsample
-    if cfg.mode == "2d":
+    if cfg.ndim == 2:
         return crop_psf(resample_psf(psf, (target, target)), cfg.psf_sigmas)
     if z_step_nm is None:
         raise InputError("3D training needs the stack's z step (TIFF metadata or --z-step)")
@@ -110,6 +110,9 @@ class Trainer:
         Stack z step (3D).
     world : World
         This process's rank among data-parallel training processes (default: alone).
+    sampler : optional
+        A ready training-pair sampler (SIM pairs); default: recorruption (2D) or odd/even
+        slices (3D) of ``frames``.
     """
 
     def __init__(
@@ -121,6 +124,7 @@ class Trainer:
         run_dir: str | Path | None,
         z_step_nm: float | None = None,
         world: World = SINGLE,
+        sampler=None,
     ):
         self.cfg = cfg
         self.world = world
@@ -133,8 +137,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.three_d = cfg.mode == "3d"
-        sampler = StackSampler if self.three_d else PatchSampler
-        self.sampler = sampler(frames, cfg, self.rng)
+        if sampler is None:
+            sampler = (StackSampler if self.three_d else PatchSampler)(frames, cfg, self.rng)
+        self.sampler = sampler
         self.pixel_size_nm = pixel_size_nm
         self.z_step_nm = z_step_nm
         self.psf = psf
