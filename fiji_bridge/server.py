@@ -136,12 +136,18 @@ class PredictionServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self, port: int, roots: list[str], token: str | None = None, provider: str = "auto"
+        self,
+        port: int,
+        roots: list[str],
+        token: str | None = None,
+        provider: str = "auto",
+        client_timeout: float = Handler.timeout,
     ):
         self.guard = PathGuard(roots)
         self.models = ModelCache(provider)
         self.token = token or secrets.token_urlsafe(24)
-        super().__init__((HOST, port), Handler)
+        handler = type("TimedHandler", (Handler,), {"timeout": client_timeout})
+        super().__init__((HOST, port), handler)
 
     def predict(self, query: dict[str, str]) -> dict:
         start = time.perf_counter()

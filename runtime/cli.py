@@ -158,6 +158,8 @@ def main(verbose: int, errors_to_stdout: bool) -> None:
     _ERRORS_TO_STDOUT = errors_to_stdout
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s: %(message)s")
+    if verbose < 2:  # tifffile logs each defect of a damaged file; we report it in one line
+        logging.getLogger("tifffile").setLevel(logging.CRITICAL)
 
 
 def expand_inputs(patterns: tuple[str, ...]) -> list[Path]:

@@ -9,6 +9,7 @@ in the destination folder and renamed when complete: no half-written outputs.
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import re
@@ -36,6 +37,8 @@ _UNIT_TO_NM = {
 }
 log = logging.getLogger(__name__)
 IMAGEJ_ORDER = "TZCYXS"
+#: the most pixel bytes a TIFF may claim per byte of file (deflate tops out near 1000)
+MAX_EXPANSION = 5000
 #: compressed or tiled TIFFs larger than this are read lazily through zarr (when installed)
 LAZY_TIFF_BYTES = 1 << 30
 
@@ -73,6 +76,18 @@ def _check_complete(tif: tifffile.TiffFile, path: Path) -> None:
                 f"{describe(path)} is truncated ({size} bytes, but its pixel data runs past the "
                 "end); copy the file again"
             )
+
+
+def _check_plausible(nbytes: int, path: Path) -> None:
+    """Refuse a file whose header claims far more pixels than its bytes can hold (damaged or
+    hostile: decoding it would allocate the claimed size). Compression ratios of real
+    microscopy data stay far below :data:`MAX_EXPANSION`."""
+    size = path.stat().st_size
+    if nbytes > max(1 << 20, MAX_EXPANSION * size):
+        raise InputError(
+            f"{describe(path)} claims {nbytes / 2**30:.3g} GiB of pixels in a {size / 1e6:.3g} MB "
+            "file; it is damaged"
+        )
 
 
 def _imagej_pixel_sizes(tif: tifffile.TiffFile) -> dict[str, float]:
@@ -132,6 +147,7 @@ def read_image(path: str | os.PathLike, memmap: bool = True) -> Image:
         with tifffile.TiffFile(path) as tif:
             _check_complete(tif, path)
             series = tif.series[0]
+            _check_plausible(series.nbytes, path)
             axes = series.axes
             sizes = _ome_pixel_sizes(tif) if tif.is_ome else _imagej_pixel_sizes(tif)
             data = None
@@ -144,10 +160,13 @@ def read_image(path: str | os.PathLike, memmap: bool = True) -> Image:
                 data = series.asarray()
     except InputError:
         raise
-    except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as err:
+    except Exception as err:  # noqa: BLE001 - tifffile parses untrusted bytes: any failure
+        # there (TiffFileError, codec errors, ZeroDivisionError, MemoryError on absurd sizes,
+        # found by fuzzing) means the file is not a readable image
+        reason = f"{type(err).__name__}: {err}".replace("\n", " ")[:120]
         raise InputError(
-            f"{describe(path)} is not a readable TIFF ({str(err)[:120]}); give a TIFF, "
-            "OME-TIFF or ImageJ TIFF file"
+            f"{describe(path)} is not a readable TIFF ({reason}); give a TIFF, OME-TIFF or "
+            "ImageJ TIFF file"
         ) from None
     axes = _normalise_axes(axes, data.shape, path)
     return Image(data=data, axes=axes, pixel_size_nm=sizes, path=path)
@@ -223,8 +242,31 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.partial")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_partials(path: Path) -> None:
+    """Delete what a killed writer of ``path`` left behind (its process is gone)."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
+        pid = stale.name[len(path.name) + 2 : -len(".partial")]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+                log.info("removed %s, left by a killed run", stale.name)
+
+
 def check_writable(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Fail early, before any work, when ``path`` cannot or must not be written."""
+    """Fail early, before any work, when ``path`` cannot or must not be written.
+
+    Temporary files of an earlier, killed run writing the same output are removed.
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise InputError(f"output {describe(path)} already exists; use --overwrite to replace it")
@@ -233,6 +275,7 @@ def check_writable(path: str | os.PathLike, overwrite: bool) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"output folder {describe(folder)} does not exist; create it first")
+    remove_stale_partials(path)
     probe = temporary_path(path)
     try:  # os.access is not enough (root, read-only mounts, ACLs): really try
         probe.open("wb").close()

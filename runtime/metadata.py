@@ -26,6 +26,10 @@ INPUT_NAME = "input"
 OUTPUT_NAMES = ("denoised", "deconvolved")
 
 
+#: Upper bounds of the tiling fields (ours: halo ~120, multiple 8-16, scale 2)
+LIMITS = {"halo": 4096, "size_multiple": 1024, "output_scale": 8}
+
+
 @dataclass(frozen=True)
 class Normalization:
     """How raw pixel values map to the network's input domain.
@@ -104,6 +108,12 @@ class ModelMetadata:
                 raise InputError(f"{name} must be {self.ndim} non-negative integers, got {value}")
         if any(v < 1 for v in self.output_scale) or any(v < 1 for v in self.size_multiple):
             raise InputError("output_scale and size_multiple must be >= 1")
+        # absurd values would make tiles of absurd size: refuse them as corrupt
+        for name, limit in LIMITS.items():
+            if any(v > limit for v in getattr(self, name)):
+                raise InputError(
+                    f"{name} {getattr(self, name)} exceeds {limit}; the file is corrupt"
+                )
         for name in ("input_pixel_size_nm", "output_pixel_size_nm"):
             value = getattr(self, name)
             if value is not None and (len(value) != self.ndim or any(v <= 0 for v in value)):

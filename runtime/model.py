@@ -1,7 +1,10 @@
 """An ONNX model file and its onnxruntime session.
 
 Loading a model never executes code from it: an ONNX file is a graph of standard operators,
-and only onnxruntime reads it.
+and only onnxruntime reads it. The file is handed to onnxruntime as bytes, so a model that
+points at external data files (which could name any path on the machine) cannot load them:
+zsdeconvnet models are self-contained. A ``.zip`` model package (bioimage.io) is opened by
+extracting its one ONNX file, never writing outside a private temporary folder.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ PROVIDER_CHAINS: dict[str, list[str]] = {
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
 PROVIDER_CHOICES = ("auto", *PROVIDER_CHAINS)
+#: Larger files are refused before reading (protobuf's own limit is 2 GB; ours are ~4-25 MB)
+MAX_MODEL_BYTES = 1 << 31
 
 
 def installed_onnxruntime_distributions() -> list[str]:
@@ -101,6 +106,18 @@ class Model:
         self.io_binding = io_binding
         if not self.path.is_file():
             raise InputError(f"model {describe(path)} does not exist; check the path")
+        if self.path.suffix.lower() == ".zip":
+            from .package import onnx_from_package
+
+            model_bytes = onnx_from_package(self.path, MAX_MODEL_BYTES)
+        else:
+            size = self.path.stat().st_size
+            if size > MAX_MODEL_BYTES:
+                raise InputError(
+                    f"model {describe(path)} is {size / 2**30:.1f} GiB, larger than any ONNX "
+                    "model can be; give the .onnx file written by 'zsdeconvnet export'"
+                )
+            model_bytes = self.path.read_bytes()
         providers = resolve_providers(provider)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -109,10 +126,15 @@ class Model:
             options.intra_op_num_threads = int(threads)
         try:
             self.session = ort.InferenceSession(
-                str(self.path), sess_options=options, providers=providers
+                model_bytes, sess_options=options, providers=providers
             )
         except Exception as err:  # onnxruntime raises several private exception types
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if "external" in first.lower():
+                raise InputError(
+                    f"model {describe(path)} refers to external data files; zsdeconvnet models "
+                    "are self-contained (re-export it)"
+                ) from None
             raise InputError(
                 f"model {describe(path)} is not a readable ONNX model ({first[:160]}); "
                 "use a .onnx file written by 'zsdeconvnet export'"

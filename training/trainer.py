@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..runtime.errors import InputError, describe
-from ..runtime.io import atomic_output
+from ..runtime.io import atomic_output, remove_stale_partials
 from ..runtime.psf import PSF, crop_psf, resample_psf
 from .config import TrainConfig
 from .data import PatchSampler
@@ -206,7 +206,9 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> Path:
+        """Write ``checkpoint.pt`` atomically (the previous one stays whole until replaced)."""
         path = self.run_dir / CHECKPOINT
+        remove_stale_partials(path)  # what a run killed while saving left behind
         with atomic_output(path) as tmp:
             torch.save(self.state(), tmp)
         return path
