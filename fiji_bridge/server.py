@@ -61,8 +61,13 @@ class PathGuard:
     def check(self, value: str, name: str, must_exist: bool) -> Path:
         if not value:
             raise InputError(f"parameter '{name}' is missing")
-        path = Path(value).expanduser()
-        resolved = path.resolve() if must_exist else path.parent.resolve() / path.name
+        if "\x00" in value:  # found by fuzzing: NUL made resolve() raise ValueError
+            raise InputError(f"parameter '{name}' contains a NUL character")
+        try:  # '~nobody' (no such user) raises RuntimeError, overlong names OSError
+            path = Path(value).expanduser()
+            resolved = path.resolve() if must_exist else path.parent.resolve() / path.name
+        except (OSError, RuntimeError, ValueError) as err:
+            raise InputError(f"parameter '{name}' is not a usable path ({err})") from None
         if not any(resolved == r or r in resolved.parents for r in self.roots):
             raise PermissionError(f"{name} '{value}' is outside the served directories")
         if must_exist and not resolved.is_file():
@@ -111,7 +116,9 @@ class Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(url.query, max_num_fields=16).items()}
         if url.path == "/health":
             return self._send(200, {"ok": True, "version": __version__})
-        if not hmac.compare_digest(query.get("token", ""), self.server.token):
+        # bytes: compare_digest raises TypeError on non-ASCII str (found by fuzzing)
+        given = query.get("token", "").encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, self.server.token.encode()):
             return self._send(403, {"ok": False, "error": "missing or wrong token"})
         if url.path == "/shutdown":
             self._send(200, {"ok": True})

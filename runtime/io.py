@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import itertools
 import logging
 import os
 import re
@@ -37,6 +38,8 @@ _UNIT_TO_NM = {
 }
 log = logging.getLogger(__name__)
 IMAGEJ_ORDER = "TZCYXS"
+#: pages checked for completeness (a stack of a million planes is still checked in full)
+MAX_PAGES = 1_000_000
 #: the most pixel bytes a TIFF may claim per byte of file (deflate tops out near 1000)
 MAX_EXPANSION = 5000
 #: compressed or tiled TIFFs larger than this are read lazily through zarr (when installed)
@@ -68,7 +71,8 @@ class Image:
 def _check_complete(tif: tifffile.TiffFile, path: Path) -> None:
     """Refuse a truncated file (tifffile would silently fill the missing part with zeros)."""
     size = path.stat().st_size
-    for page in tif.pages:
+    # a damaged IFD chain can be endless (found by fuzzing): look at no more than MAX_PAGES
+    for page in itertools.islice(tif.pages, MAX_PAGES):
         offsets = getattr(page, "dataoffsets", ()) or ()
         counts = getattr(page, "databytecounts", ()) or ()
         if any(o + c > size for o, c in zip(offsets, counts)):
