@@ -172,6 +172,8 @@ def read_image(path: str | os.PathLike, memmap: bool = True) -> Image:
             f"{describe(path)} is not a readable TIFF ({reason}); give a TIFF, OME-TIFF or "
             "ImageJ TIFF file"
         ) from None
+    if data.size == 0:
+        raise InputError(f"{describe(path)} holds no pixels (a dimension is 0); it is damaged")
     axes = _normalise_axes(axes, data.shape, path)
     return Image(data=data, axes=axes, pixel_size_nm=sizes, path=path)
 

@@ -11,6 +11,7 @@ same device and thread count).
 from __future__ import annotations
 
 import csv
+import errno
 import logging
 import math
 import time
@@ -210,7 +211,15 @@ class Trainer:
         path = self.run_dir / CHECKPOINT
         remove_stale_partials(path)  # what a run killed while saving left behind
         with atomic_output(path) as tmp:
-            torch.save(self.state(), tmp)
+            try:
+                torch.save(self.state(), tmp)
+            except RuntimeError as err:  # torch reports a failed write (disk full) this way
+                raise OSError(
+                    errno.ENOSPC,
+                    f"could not write the checkpoint ({err}; disk full or a file-size limit?); "
+                    "the previous checkpoint is kept",
+                    str(path),
+                ) from None
         return path
 
     def load_checkpoint(self, path: str | Path) -> None:
