@@ -16,7 +16,6 @@ same tasks run either way, so the outputs are the same bits.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -26,7 +25,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .errors import InputError, describe
-from .io import check_writable, read_input
+from .io import check_writable, file_sha256, read_input
 from .predict import PredictOptions, Predictor
 from .tasks import (
     BlockTask,
@@ -161,14 +160,6 @@ class Job:
     denoised: Path | None = None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class _Planner:
     """Turns jobs into tasks on the client (reads metadata and whole-frame ranges only)."""
 
@@ -178,7 +169,7 @@ class _Planner:
         self.block = block
         self.resume = resume
         self.predictor = Predictor(worker_model(spec), options)
-        self.model_sha = _sha256(Path(spec.path))
+        self.model_sha = file_sha256(spec.path)
         self.outputs: list[ZarrOutput] = []
 
     def zarr_tasks(self, job: Job) -> list[BlockTask]:

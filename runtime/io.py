@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import itertools
 import logging
 import os
@@ -246,6 +247,15 @@ def _writer_kwargs(axes: str, pixel_size_nm: dict[str, float], large: bool = Fal
 def temporary_path(path: Path) -> Path:
     """A hidden temporary name beside ``path`` (same filesystem, so rename is atomic)."""
     return path.with_name(f".{path.name}.{os.getpid()}.partial")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _pid_alive(pid: int) -> bool:

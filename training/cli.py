@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import torch  # noqa: F401  (fail at import: the lazy CLI turns this into an ins
 
 from ..runtime.cli import expand_inputs, friendly_errors
 from ..runtime.errors import InputError, describe
-from ..runtime.io import check_writable, read_image
+from ..runtime.io import check_writable, file_sha256, read_image
 from ..runtime.psf import read_psf
 
 log = logging.getLogger(__name__)
@@ -58,14 +57,6 @@ def load_frames(
         if not np.isfinite(frame).all():
             raise InputError(f"training frame {k} contains NaN or Inf pixels; clean the data")
     return frames, sizes
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Cancelled(Exception):
