@@ -70,9 +70,7 @@ class PatchSampler:
             if not hi > lo:
                 raise InputError("a training frame is constant; nothing to learn from it")
         self.cdfs = [foreground_weights(f, cfg.patch_size) for f in self.frames]
-        self.window = (
-            int(math.ceil(cfg.patch_size * 1.5 / 2) * 2) if cfg.rotation else cfg.patch_size
-        )
+        self.window = window_size(cfg)
 
     def _fit(self, size: int) -> int:
         m = self.cfg.size_multiple
@@ -80,15 +78,8 @@ class PatchSampler:
 
     def _window(self, k: int) -> np.ndarray:
         frame = self.frames[k]
-        idx = int(np.searchsorted(self.cdfs[k], self.rng.random() * self.cdfs[k][-1]))
-        cy, cx = np.unravel_index(min(idx, frame.size - 1), frame.shape)
-        half = self.window // 2
-        ys = np.clip(np.arange(cy - half, cy - half + self.window), 0, None)
-        xs = np.clip(np.arange(cx - half, cx - half + self.window), 0, None)
-        # reflect at the far edges too (windows may reach past the image)
-        ys = np.where(ys >= frame.shape[0], 2 * frame.shape[0] - 2 - ys, ys)
-        xs = np.where(xs >= frame.shape[1], 2 * frame.shape[1] - 2 - xs, xs)
-        return frame[np.ix_(ys, xs)]
+        cy, cx = draw_centre(self.cdfs[k], frame.shape, self.rng)
+        return cut_window(frame, cy, cx, self.window, clamp=True)
 
     def pair(self) -> tuple[np.ndarray, np.ndarray]:
         """One normalised ``(input, target)`` pair, each ``patch x patch`` float32."""
@@ -103,22 +94,61 @@ class PatchSampler:
             beta2_scale=rng.uniform(*cfg.beta2_scale_range),
             rng=rng,
         )
-        p = cfg.patch_size
-        if cfg.rotation:
-            angle = rng.uniform(0, 360)
-            x = rotate(x, angle, reshape=False, order=1, mode="reflect")
-            y = rotate(y, angle, reshape=False, order=1, mode="reflect")
-        o = (x.shape[0] - p) // 2
-        x, y = x[o : o + p, o : o + p], y[o : o + p, o : o + p]
-        turns, flip = int(rng.integers(4)), bool(rng.integers(2))
-        x, y = np.rot90(x, turns), np.rot90(y, turns)
-        if flip:
-            x, y = x[:, ::-1], y[:, ::-1]
-        lo, hi = self.ranges[k]
-        scale = 1.0 / (hi - lo)
-        return ((x - lo) * scale).astype(np.float32), ((y - lo) * scale).astype(np.float32)
+        return augment_pair(x, y, self.ranges[k], cfg, rng)
 
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` pairs as ``[n, 1, P, P]`` arrays (input, target)."""
-        pairs = [self.pair() for _ in range(n)]
-        return (np.stack([a for a, _ in pairs])[:, None], np.stack([b for _, b in pairs])[:, None])
+        return stack_pairs([self.pair() for _ in range(n)])
+
+
+def window_size(cfg: TrainConfig) -> int:
+    """Side of the window cut around a centre: 1.5x the patch when rotating (any angle)."""
+    return int(math.ceil(cfg.patch_size * 1.5 / 2) * 2) if cfg.rotation else cfg.patch_size
+
+
+def draw_centre(cdf: np.ndarray, shape: tuple[int, int], rng: np.random.Generator):
+    """A patch centre ``(y, x)`` drawn from the cumulative weights of :func:`foreground_weights`."""
+    idx = int(np.searchsorted(cdf, rng.random() * cdf[-1]))
+    return np.unravel_index(min(idx, cdf.size - 1), shape)
+
+
+def cut_window(image: np.ndarray, cy: int, cx: int, size: int, clamp: bool = False) -> np.ndarray:
+    """A ``size x size`` window centred on ``(cy, cx)``, mirrored where it passes the edges
+    (``clamp``: repeat the first row and column instead of mirroring at the near edges)."""
+    half = size // 2
+    ys, xs = np.arange(cy - half, cy - half + size), np.arange(cx - half, cx - half + size)
+    ys, xs = (np.clip(ys, 0, None), np.clip(xs, 0, None)) if clamp else (np.abs(ys), np.abs(xs))
+    ys = np.where(ys >= image.shape[0], 2 * image.shape[0] - 2 - ys, ys)
+    xs = np.where(xs >= image.shape[1], 2 * image.shape[1] - 2 - xs, xs)
+    return image[np.ix_(ys, xs)]
+
+
+def augment_pair(
+    x: np.ndarray,
+    y: np.ndarray,
+    value_range: tuple[float, float],
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The same random rotation, crop to the patch, quarter turns and flip for input ``x`` and
+    target ``y`` (windows of :func:`window_size`), then both normalised with ``value_range``
+    (the image's percentiles). Returns ``patch x patch`` float32 arrays."""
+    p = cfg.patch_size
+    if cfg.rotation:
+        angle = rng.uniform(0, 360)
+        x = rotate(x, angle, reshape=False, order=1, mode="reflect")
+        y = rotate(y, angle, reshape=False, order=1, mode="reflect")
+    o = (x.shape[0] - p) // 2
+    x, y = x[o : o + p, o : o + p], y[o : o + p, o : o + p]
+    turns, flip = int(rng.integers(4)), bool(rng.integers(2))
+    x, y = np.rot90(x, turns), np.rot90(y, turns)
+    if flip:
+        x, y = x[:, ::-1], y[:, ::-1]
+    lo, hi = value_range
+    scale = 1.0 / (hi - lo)
+    return ((x - lo) * scale).astype(np.float32), ((y - lo) * scale).astype(np.float32)
+
+
+def stack_pairs(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs as ``[n, 1, P, P]`` arrays (inputs, targets)."""
+    return (np.stack([a for a, _ in pairs])[:, None], np.stack([b for _, b in pairs])[:, None])

@@ -16,11 +16,17 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import rotate
 
 from ..runtime.errors import InputError
 from .config import TrainConfig
-from .data import foreground_weights
+from .data import (
+    augment_pair,
+    cut_window,
+    draw_centre,
+    foreground_weights,
+    stack_pairs,
+    window_size,
+)
 from .recorrupt import NoiseModel, estimate_noise, recorrupt
 from .sim_reconstruct import SIMParameters, estimate_parameters, reconstruct
 
@@ -117,17 +123,7 @@ class SIMPairSampler:
                 raise InputError("the SIM reconstruction is constant; nothing to learn from it")
             self.ranges.append((float(lo), float(hi)))
         self.cdfs = [foreground_weights(a.reconstruction, cfg.patch_size) for a in acquisitions]
-        self.window = (
-            int(math.ceil(cfg.patch_size * 1.5 / 2) * 2) if cfg.rotation else cfg.patch_size
-        )
-
-    def _cut(self, image: np.ndarray, cy: int, cx: int) -> np.ndarray:
-        half = self.window // 2
-        ys = np.abs(np.arange(cy - half, cy - half + self.window))
-        xs = np.abs(np.arange(cx - half, cx - half + self.window))
-        ys = np.where(ys >= image.shape[0], 2 * image.shape[0] - 2 - ys, ys)
-        xs = np.where(xs >= image.shape[1], 2 * image.shape[1] - 2 - xs, xs)
-        return image[np.ix_(ys, xs)]
+        self.window = window_size(cfg)
 
     def pair(self) -> tuple[np.ndarray, np.ndarray]:
         """One normalised ``(input, target)`` patch pair, ``patch x patch`` float32."""
@@ -135,24 +131,11 @@ class SIMPairSampler:
         j = int(rng.integers(len(self.pairs)))
         k = self.owner[j]
         source, target = self.pairs[j]
-        idx = int(np.searchsorted(self.cdfs[k], rng.random() * self.cdfs[k][-1]))
-        cy, cx = np.unravel_index(min(idx, source.size - 1), source.shape)
-        x, y = self._cut(source, cy, cx), self._cut(target, cy, cx)
-        p = cfg.patch_size
-        if cfg.rotation:
-            angle = rng.uniform(0, 360)
-            x = rotate(x, angle, reshape=False, order=1, mode="reflect")
-            y = rotate(y, angle, reshape=False, order=1, mode="reflect")
-        o = (x.shape[0] - p) // 2
-        x, y = x[o : o + p, o : o + p], y[o : o + p, o : o + p]
-        turns, flip = int(rng.integers(4)), bool(rng.integers(2))
-        x, y = np.rot90(x, turns), np.rot90(y, turns)
-        if flip:
-            x, y = x[:, ::-1], y[:, ::-1]
-        lo, hi = self.ranges[k]
-        return ((x - lo) / (hi - lo)).astype(np.float32), ((y - lo) / (hi - lo)).astype(np.float32)
+        cy, cx = draw_centre(self.cdfs[k], source.shape, rng)
+        x = cut_window(source, cy, cx, self.window)
+        y = cut_window(target, cy, cx, self.window)
+        return augment_pair(x, y, self.ranges[k], cfg, rng)
 
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` pairs as ``[n, 1, P, P]`` arrays (input, target)."""
-        pairs = [self.pair() for _ in range(n)]
-        return (np.stack([a for a, _ in pairs])[:, None], np.stack([b for _, b in pairs])[:, None])
+        return stack_pairs([self.pair() for _ in range(n)])
