@@ -3,7 +3,8 @@
 Starts ``zsdeconvnet serve`` as a separate process on 127.0.0.1 (as Fiji users run it), then
 N threads each send M ``/predict`` requests (a small image, each to its own output file) and
 some hostile ones (no token, path traversal). Prints errors, the server's resident memory
-before and after (psutil), and latency percentiles.
+before and after (psutil), latency percentiles, and every address the server's sockets used
+during the run (sampled every 50 ms; all must be 127.0.0.1).
 
     python benchmarks/server_load.py --clients 8 --requests 100
 """
@@ -88,6 +89,17 @@ def main() -> None:
                     with lock:
                         errors.append(f"hostile request answered {(s1, s2, s3)}")
 
+    # every address the server's sockets use, sampled while the load runs
+    addresses: set[str] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.05):
+            for c in proc.net_connections(kind="inet"):
+                addresses.update(a.ip for a in (c.laddr, c.raddr) if a)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     start = time.perf_counter()
     threads = [threading.Thread(target=client, args=(c,)) for c in range(args.clients)]
     for t in threads:
@@ -95,8 +107,9 @@ def main() -> None:
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
+    done.set()
+    watcher.join()
     rss_end = proc.memory_info().rss
-    connections = {c.laddr.ip for c in proc.net_connections(kind="inet")}
     server.terminate()
     server.wait(10)
     ms = np.array(latencies) * 1e3
@@ -114,7 +127,7 @@ def main() -> None:
             for p, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))
         },  # fmt: skip
         "wall_s": round(wall, 1),
-        "server_listens_on": sorted(connections),
+        "server_addresses": sorted(addresses),
         "escaped": (root.parent / "escape.tif").exists(),
     }
     print(json.dumps(result))

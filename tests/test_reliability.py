@@ -286,3 +286,22 @@ def test_server_refuses_symlinks_out_oversized_and_slow_requests(served, model2d
     assert time.monotonic() - start < 5
     health = _request(port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert b" 200 " in health.split(b"\r\n")[0]
+
+
+def test_server_under_concurrent_load_small(tmp_path):
+    """The soak (`make soak`: 8 clients x 100) at CI size: zero errors, hostile requests refused
+    throughout, every socket on 127.0.0.1, nothing written outside the root."""
+    import json
+
+    script = Path(__file__).parents[1] / "benchmarks" / "server_load.py"
+    out = tmp_path / "load.json"
+    run = subprocess.run(
+        [sys.executable, str(script), "--clients", "3", "--requests", "8", "--size", "64",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["requests"] == 24 and result["errors"] == 0, result["first_errors"]
+    assert result["server_addresses"] == ["127.0.0.1"]
+    assert not result["escaped"]
