@@ -27,7 +27,7 @@ test: $(STAMP)
 
 # The long reliability runs of docs/RELIABILITY.md (the test suite runs smaller versions).
 fuzz: $(STAMP)
-	ZSD_FUZZ_EXAMPLES=10000 ZSD_FUZZ_RANDOM=1 $(PY) -m pytest tests/test_fuzz.py -q -p no:logging
+	ZSD_FUZZ_EXAMPLES=10000 ZSD_FUZZ_RANDOM=1 ZSD_FUZZ_REPORT=fuzz-report.json $(PY) -m pytest tests/test_fuzz.py -q -p no:logging
 
 soak: $(STAMP)
 	$(PY) benchmarks/server_load.py --clients 8 --requests 100

@@ -72,8 +72,18 @@ class Image:
 def _check_complete(tif: tifffile.TiffFile, path: Path) -> None:
     """Refuse a truncated file (tifffile would silently fill the missing part with zeros)."""
     size = path.stat().st_size
-    # a damaged IFD chain can be endless (found by fuzzing): look at no more than MAX_PAGES
-    for page in itertools.islice(tif.pages, MAX_PAGES):
+    # A damaged IFD chain can be endless (found by fuzzing): an IFD pointing back at itself,
+    # which tifffile follows forever (and its own later walks too). Refuse a repeated IFD
+    # offset, and look at no more pages than the file can hold (an IFD takes >= 6 bytes).
+    seen: set[int] = set()
+    for page in itertools.islice(tif.pages, min(MAX_PAGES, size // 6 + 1)):
+        offset = getattr(page, "offset", None)
+        if offset is not None and offset in seen:
+            raise InputError(
+                f"{describe(path)} is damaged (its chain of image directories loops); "
+                "copy the file again"
+            )
+        seen.add(offset)
         offsets = getattr(page, "dataoffsets", ()) or ()
         counts = getattr(page, "databytecounts", ()) or ()
         if any(o + c > size for o, c in zip(offsets, counts)):
