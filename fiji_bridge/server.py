@@ -112,8 +112,11 @@ class Handler(BaseHTTPRequestHandler):
             log.info("client disconnected before the answer")
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        url = urlparse(self.path)
-        query = {k: v[-1] for k, v in parse_qs(url.query, max_num_fields=16).items()}
+        try:
+            url = urlparse(self.path)
+            query = {k: v[-1] for k, v in parse_qs(url.query, max_num_fields=16).items()}
+        except ValueError as err:  # over 16 fields (found by fuzzing: it was a 500)
+            return self._send(400, {"ok": False, "error": f"malformed request: {err}"})
         if url.path == "/health":
             return self._send(200, {"ok": True, "version": __version__})
         # bytes: compare_digest raises TypeError on non-ASCII str (found by fuzzing)

@@ -139,7 +139,13 @@ class Model:
                 f"model {describe(path)} is not a readable ONNX model ({first[:160]}); "
                 "use a .onnx file written by 'zsdeconvnet export'"
             ) from None
-        props = self.session.get_modelmeta().custom_metadata_map
+        try:
+            props = self.session.get_modelmeta().custom_metadata_map
+        except UnicodeDecodeError:  # onnxruntime decodes the strings as UTF-8 (found by fuzzing)
+            raise InputError(
+                f"model {describe(path)} has metadata that is not UTF-8 text; it is damaged "
+                "(re-export it with 'zsdeconvnet export')"
+            ) from None
         self.metadata = ModelMetadata.from_props(props, source=f"model {describe(path)}")
         self._check_signature()
         self.active_provider = self.session.get_providers()[0]

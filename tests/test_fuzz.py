@@ -350,6 +350,10 @@ def test_server_request_parser(server):
     # regression: a non-ASCII token made hmac.compare_digest raise inside the handler
     answer = _raw_request(port, "GET /predict?token=été HTTP/1.1".encode())
     assert b" 403 " in answer.split(b"\r\n")[0] and not errors
+    # regression: more than 16 query fields was a 500
+    line = "/predict?" + "&".join(f"f{i}=1" for i in range(20))
+    answer = _raw_request(port, f"GET {line} HTTP/1.1".encode())
+    assert b" 400 " in answer.split(b"\r\n")[0] and not errors, (answer[:200], errors[:1])
     # regression: a NUL or an unknown user's home in a path was a 500
     for bad in ("model=a%00b", "model=~nosuchuser/m.onnx"):
         answer = _raw_request(port, f"GET /predict?token=fuzztoken&{bad} HTTP/1.1".encode())
