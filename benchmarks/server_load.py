@@ -1,7 +1,8 @@
 """The warm prediction server under load: N concurrent clients x M requests each.
 
-Starts ``zsdeconvnet serve`` as a separate process on 127.0.0.1 (as Fiji users run it), then
-N threads each send M ``/predict`` requests (a small image, each to its own output file) and
+Starts ``zsdeconvnet serve`` as a separate process on 127.0.0.1 (as Fiji users run it), warms
+it with one round of N concurrent requests (RSS "before" is taken after it), then N threads each
+send M ``/predict`` requests (a small image, each to its own output file) and
 some hostile ones (no token, path traversal). Prints errors, the server's resident memory
 before and after (psutil), latency percentiles, and every address the server's sockets used
 during the run (sampled every 50 ms; all must be 127.0.0.1).
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--model", type=Path, default=Path("models/nuclei2d.onnx"))
     parser.add_argument("--size", type=int, default=128, help="image side (px)")
+    parser.add_argument("--concurrent", type=int, default=2, help="the server's --concurrent")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="zsd-load-"))
@@ -53,7 +55,7 @@ def main() -> None:
     info = root / "server.json"
     server = subprocess.Popen(
         [sys.executable, "-m", "zsdeconvnet", "serve", "--root", str(root), "--port", "0",
-         "--provider", "cpu", "--info-file", str(info)],
+         "--provider", "cpu", "--info-file", str(info), "--concurrent", str(args.concurrent)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     server.stdout.readline()  # "serving on ..."
@@ -61,7 +63,21 @@ def main() -> None:
     proc = psutil.Process(server.pid)
     status, _ = get(port, "/predict", token=token, model=model, input=image, output=root / "w.tif")
     assert status == 200
+    # warm-up: one round of concurrent requests (models loaded, onnxruntime's arenas grown)
+    warm = [
+        threading.Thread(
+            target=get, args=(port, "/predict"),
+            kwargs=dict(token=token, model=model, input=image, output=root / f"w{c}.tif",
+                        overwrite=1),
+        )
+        for c in range(args.clients)
+    ]  # fmt: skip
+    for t in warm:
+        t.start()
+    for t in warm:
+        t.join()
     rss_start = proc.memory_info().rss
+    rss_trace: list[float] = []
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -94,9 +110,13 @@ def main() -> None:
     done = threading.Event()
 
     def watch() -> None:
+        ticks = 0
         while not done.wait(0.05):
             for c in proc.net_connections(kind="inet"):
                 addresses.update(a.ip for a in (c.laddr, c.raddr) if a)
+            ticks += 1
+            if ticks % 100 == 0:  # RSS every 5 s
+                rss_trace.append(round(proc.memory_info().rss / 2**20, 1))
 
     watcher = threading.Thread(target=watch)
     watcher.start()
@@ -122,6 +142,7 @@ def main() -> None:
         "first_errors": errors[:3],
         "rss_start_mb": round(rss_start / 2**20, 1),
         "rss_end_mb": round(rss_end / 2**20, 1),
+        "rss_every_5s_mb": rss_trace,
         "latency_ms": {
             p: round(float(np.percentile(ms, q)), 1)
             for p, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))

@@ -105,8 +105,15 @@ def launch(fiji_dir):
     default=None,
     help="Where to write port and token (default ~/.zsdeconvnet/server.json).",
 )
+@click.option(
+    "--concurrent",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="Predictions run at once (more wait): each already uses every core.",
+)
 @friendly_errors
-def serve(port, roots, token, provider, info_file):
+def serve(port, roots, token, provider, info_file, concurrent):
     """Keep models loaded and answer prediction requests from macros (127.0.0.1 only).
 
     \b
@@ -116,4 +123,4 @@ def serve(port, roots, token, provider, info_file):
     """
     from .server import run_server
 
-    run_server(port, list(roots), token, provider, info_file)
+    run_server(port, list(roots), token, provider, info_file, concurrent)

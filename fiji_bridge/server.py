@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 MAX_MODELS = 4
+#: Predictions run at once; more requests wait their turn. Each prediction already uses every
+#: core (onnxruntime's threads), so running more at once adds no speed, only memory: 8 at a
+#: time grew the server to 1.8 GB in the soak of docs/RELIABILITY.md.
+MAX_CONCURRENT = 2
 
 
 def default_info_file() -> Path:
@@ -152,9 +156,11 @@ class PredictionServer(ThreadingHTTPServer):
         token: str | None = None,
         provider: str = "auto",
         client_timeout: float = Handler.timeout,
+        concurrent: int = MAX_CONCURRENT,
     ):
         self.guard = PathGuard(roots)
         self.models = ModelCache(provider)
+        self.slots = threading.BoundedSemaphore(max(1, concurrent))
         self.token = token or secrets.token_urlsafe(24)
         handler = type("TimedHandler", (Handler,), {"timeout": client_timeout})
         super().__init__((HOST, port), handler)
@@ -172,7 +178,8 @@ class PredictionServer(ThreadingHTTPServer):
             raise InputError("tile must be an integer") from None
         options = PredictOptions(tile=tile or None, progress=False)
         predictor = Predictor(self.models.get(model), options)
-        predictor.predict_file(source, output, den, overwrite=query.get("overwrite") == "1")
+        with self.slots:
+            predictor.predict_file(source, output, den, overwrite=query.get("overwrite") == "1")
         return {
             "ok": True,
             "output": str(output),
@@ -192,10 +199,15 @@ def write_info(path: Path, port: int, token: str) -> None:
 
 
 def run_server(
-    port: int, roots: list[str], token: str | None, provider: str, info_file: Path | None
+    port: int,
+    roots: list[str],
+    token: str | None,
+    provider: str,
+    info_file: Path | None,
+    concurrent: int = MAX_CONCURRENT,
 ) -> None:
     """Serve until SIGINT/SIGTERM or ``/shutdown``; removes the info file on exit."""
-    server = PredictionServer(port, roots, token, provider)
+    server = PredictionServer(port, roots, token, provider, concurrent=concurrent)
     actual_port = server.server_address[1]
     info = info_file or default_info_file()
     write_info(info, actual_port, server.token)
