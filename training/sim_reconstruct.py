@@ -300,27 +300,37 @@ def _apodisation(shape, cutoff_index: float, k_max: float) -> np.ndarray:
     return np.clip(1 - radius / (cutoff_index + k_max), 0, None)
 
 
-def _combined_bands(raw, psf, params):
-    """Moved bands and their effective OTFs (all angles), on the 2x grid."""
-    camera = raw.shape[-2:]
+def _band_otfs(psf, params, camera):
+    """The detection OTF on the 2x grid; per angle the OTFs of its two side bands moved by
+    ``-k`` and ``+k`` as ``(sign, k index, weight m/2, OTF)``; and the apodisation."""
     otf = otf_2x(psf, camera)
     big = otf.shape
     h = np.fft.ifft2(otf)
+    moved = []
+    for k, m in zip(params.k, params.modulation):
+        ki = _index(k, camera)
+        for sign in (-1, 1):
+            shifted = np.fft.fft2(h * _ramp(big, (sign * ki[0], sign * ki[1]), True))
+            moved.append((sign, ki, max(m, 0.05) / 2, shifted))
+    k_max = max(np.hypot(*_index(k, camera)) for k in params.k)
+    return otf, moved, _apodisation(big, _cutoff_index(otf), k_max)
+
+
+def _combined_bands(raw, psf, params):
+    """Moved bands and their effective OTFs (all angles), on the 2x grid."""
+    camera = raw.shape[-2:]
+    otf, moved, apodisation = _band_otfs(psf, params, camera)
     bands, otfs = [], []
     p = params.phases
-    for a, (k, phase, m) in enumerate(zip(params.k, params.phase, params.modulation)):
+    for a, phase in enumerate(params.phase):
         c0, c1, c2 = _bands(raw[a * p : (a + 1) * p], p)
-        ki = _index(k, camera)
-        weight = max(m, 0.05) / 2
         bands.append(c0)
         otfs.append(otf)
-        for sign, band in ((-1, c1), (1, c2)):
-            ramp = _ramp(big, (sign * ki[0], sign * ki[1]))
+        for (sign, ki, weight, shifted), band in zip(moved[2 * a : 2 * a + 2], (c1, c2)):
+            ramp = _ramp(otf.shape, (sign * ki[0], sign * ki[1]))
             bands.append(np.fft.fft2(np.fft.ifft2(band) * ramp))
-            factor = weight * np.exp(-1j * sign * phase)
-            otfs.append(factor * np.fft.fft2(h * _ramp(big, (sign * ki[0], sign * ki[1]), True)))
-    k_max = max(np.hypot(*_index(k, camera)) for k in params.k)
-    return bands, otfs, _apodisation(big, _cutoff_index(otf), k_max)
+            otfs.append(weight * np.exp(-1j * sign * phase) * shifted)
+    return bands, otfs, apodisation
 
 
 def reconstruct(
@@ -363,17 +373,12 @@ def effective_psf(
     """The PSF of the reconstruction (2x grid, ``size x size``, sum 1): what the Wiener filter
     and apodisation leave of a point, used as the SIM PSF in the ZS-DeconvNet-SIM loss."""
     camera = tuple(int(s) for s in camera_shape)
-    otf = otf_2x(psf, camera)
+    otf, moved, apodisation = _band_otfs(psf, params, camera)
     big = otf.shape
-    h = np.fft.ifft2(otf)
     total = np.abs(otf) ** 2 * len(params.k)
-    for k, m in zip(params.k, params.modulation):
-        ki = _index(k, camera)
-        for sign in (-1, 1):
-            shifted = np.fft.fft2(h * _ramp(big, (sign * ki[0], sign * ki[1]), True))
-            total = total + (max(m, 0.05) / 2) ** 2 * np.abs(shifted) ** 2
-    k_max = max(np.hypot(*_index(k, camera)) for k in params.k)
-    transfer = total / (total + wiener) * _apodisation(big, _cutoff_index(otf), k_max)
+    for _, _, weight, shifted in moved:
+        total = total + weight**2 * np.abs(shifted) ** 2
+    transfer = total / (total + wiener) * apodisation
     point = np.fft.fftshift(np.fft.ifft2(transfer).real)
     cy, cx = big[0] // 2, big[1] // 2
     half = size // 2
