@@ -2,7 +2,10 @@
 
 Writes a float32 TIFF of ``--shape`` (a simulated noisy image tiled to size, written plane by
 plane so this script stays small too), runs ``python -m zsdeconvnet predict MODEL`` on it in a
-child process, and prints the child's peak resident memory (``getrusage``) and wall time.
+child process, and prints the child's wall time and two peaks: resident memory (``getrusage``;
+it counts the pages of the memory-mapped input and output that are in memory, which the kernel
+can drop at any time) and anonymous memory (``RssAnon`` sampled every 0.2 s: what the process
+itself holds).
 
     python benchmarks/memory_large.py MODEL.onnx --shape 200 1024 1024 [--provider cuda] \
         [-- --tile 128 --tile-z 32]            # options after -- go to predict
@@ -15,6 +18,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -46,6 +50,35 @@ def write_large(path: Path, shape: tuple[int, ...], seed: int = 0) -> None:
     )
 
 
+def rss_anon_gb(pid: int) -> float:
+    """The process's anonymous resident memory (GB), 0 once it has gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_sampled(command: list[str]) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``command``; return it and the peak of its ``RssAnon`` (GB)."""
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = [0.0]
+
+    def sample():
+        while child.poll() is None:
+            peak[0] = max(peak[0], rss_anon_gb(child.pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = child.communicate()
+    sampler.join()
+    return subprocess.CompletedProcess(command, child.returncode, stdout, stderr), peak[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
@@ -62,7 +95,7 @@ def main() -> None:
         command += ["-o", str(Path(tmp) / "out.tif"), "--provider", args.provider, "--quiet"]
         command += predict_args
         start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True)
+        done, anon_gb = run_sampled(command)
         seconds = time.perf_counter() - start
         if done.returncode:
             sys.exit(f"predict failed: {done.stderr.strip()[-500:]}")
@@ -70,8 +103,8 @@ def main() -> None:
         out_gb = (Path(tmp) / "out.tif").stat().st_size / 1e9
     print(
         f"input {'x'.join(map(str, args.shape))} float32 ({size_gb:.2f} GB), output "
-        f"{out_gb:.2f} GB, provider {args.provider}: peak RSS {peak_gb:.2f} GB, "
-        f"wall {seconds:.0f} s"
+        f"{out_gb:.2f} GB, provider {args.provider}, {' '.join(predict_args)}: peak RSS "
+        f"{peak_gb:.2f} GB, peak anonymous {anon_gb:.2f} GB, wall {seconds:.0f} s"
     )
 
 

@@ -242,6 +242,12 @@ def output_plan(
     help="Context per tile side in px; default: the model's halo (exact, seam-free).",
 )
 @click.option(
+    "--overlap-z",
+    type=int,
+    default=None,
+    help="Context per tile side in planes (3D models); default: the model's halo in z.",
+)
+@click.option(
     "--batch",
     default=1,
     show_default=True,
@@ -325,6 +331,7 @@ def predict(
     tile,
     tile_z,
     overlap,
+    overlap_z,
     batch,
     provider,
     threads,
@@ -362,6 +369,7 @@ def predict(
         tile=tile or None,
         tile_z=tile_z or None,
         overlap=overlap,
+        overlap_z=overlap_z,
         batch=batch,
         pad_mode=padding,
         channel=channel,

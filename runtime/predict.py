@@ -54,6 +54,8 @@ class PredictOptions:
     overlap : int or None
         Context (px) kept on each side of every tile in y and x; defaults to the model's halo,
         which makes tiled output equal untiled output. Smaller is faster but approximate.
+    overlap_z : int or None
+        The same in z for 3D models (default: the model's halo in z).
     batch : int
         Tiles per onnxruntime call.
     pad_mode : str
@@ -76,6 +78,7 @@ class PredictOptions:
     tile: int | None = 512
     tile_z: int | None = None
     overlap: int | None = None
+    overlap_z: int | None = None
     batch: int = 1
     pad_mode: str = "reflect"
     channel: int | None = None
@@ -89,9 +92,9 @@ class PredictOptions:
             raise InputError(f"padding must be one of {PAD_MODES}, got {self.pad_mode!r}")
         if self.batch < 1:
             raise InputError(f"--batch must be >= 1, got {self.batch}")
-        for name in ("tile", "tile_z", "overlap"):
+        for name in ("tile", "tile_z", "overlap", "overlap_z"):
             value = getattr(self, name)
-            if value is not None and value < (0 if name == "overlap" else 1):
+            if value is not None and value < (0 if name.startswith("overlap") else 1):
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
 
@@ -134,6 +137,8 @@ class Predictor:
         halo = list(meta.halo)
         if self.options.overlap is not None:
             halo[-2:] = [self.options.overlap] * 2
+        if self.options.overlap_z is not None and self.ndim == 3:
+            halo[0] = self.options.overlap_z
         self.halo = tuple(halo)
         tile = [self.options.tile, self.options.tile]
         self.tile = tuple([self.options.tile_z] + tile if self.ndim == 3 else tile)

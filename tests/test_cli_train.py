@@ -303,6 +303,16 @@ def test_3d_end_to_end_on_a_real_shipped_stack(tmp_path):
     assert sr.data.shape == (16, 128, 128) and sr.axes == "ZYX"
     assert sr.pixel_size_nm["X"] == pytest.approx(100.0, rel=1e-4)
     assert sr.pixel_size_nm["Z"] == pytest.approx(500.0, rel=1e-4)
+    # test-time adaptation on a time series of stacks: one fine-tuned copy per time point
+    movie = tmp_path / "movie3d.tif"
+    planes = tifffile.imread(stack)
+    write_tiff(movie, np.stack([planes, planes[::-1]]), "TZYX", {"X": 200.0, "Y": 200.0, "Z": 500.0})
+    adapted = tmp_path / "movie3d_sr.tif"
+    result = run("adapt", tmp_path / "n3d_training", movie, "-o", adapted, "--iterations", "1")
+    assert result.exit_code == 0, result.output
+    sr = read_image(adapted)
+    assert sr.axes == "TZYX" and sr.data.shape == (2, 16, 128, 128)
+    assert sr.pixel_size_nm["X"] == pytest.approx(100.0, rel=1e-4)
 
 
 def test_a_new_run_never_mixes_into_an_old_run_folder(nuclei, tmp_path):

@@ -442,16 +442,19 @@ def adapt(checkpoint, image, output, denoised, iterations, channel, overwrite):
     """
     from ..runtime.io import write_tiff
     from .adapt import adapt_and_restore
+    from .config import TrainConfig
+    from .trainer import load_checkpoint
 
     check_writable(output, overwrite)
     if denoised is not None:
         check_writable(denoised, overwrite)
+    ndim = TrainConfig.from_json(load_checkpoint(checkpoint)["config"]).ndim
     source = read_image(image, memmap=False)
-    frames, _ = load_frames([image], channel)
+    frames, _ = load_frames([image], channel, ndim)  # 3D models: one ZYX stack per time point
     results = adapt_and_restore(str(checkpoint), frames, iterations=iterations)
     axes = source.axes.replace("C", "")  # one channel was chosen
-    shape = np.asarray(source.data).shape
-    lead = tuple(n for a, n in zip(source.axes[:-2], shape[:-2]) if a != "C")
+    shape = [n for a, n in zip(source.axes, np.shape(source.data)) if a != "C"]
+    lead = tuple(shape[:-ndim])  # time points (and planes of a 2D model)
     sr = np.stack([r[1] for r in results]).reshape(*lead, *results[0][1].shape)
     sizes = {k: v / 2 if k in "XY" else v for k, v in source.pixel_size_nm.items()}
     write_tiff(output, sr, axes, sizes)
