@@ -306,7 +306,9 @@ def test_3d_end_to_end_on_a_real_shipped_stack(tmp_path):
     # test-time adaptation on a time series of stacks: one fine-tuned copy per time point
     movie = tmp_path / "movie3d.tif"
     planes = tifffile.imread(stack)
-    write_tiff(movie, np.stack([planes, planes[::-1]]), "TZYX", {"X": 200.0, "Y": 200.0, "Z": 500.0})
+    write_tiff(
+        movie, np.stack([planes, planes[::-1]]), "TZYX", {"X": 200.0, "Y": 200.0, "Z": 500.0}
+    )
     adapted = tmp_path / "movie3d_sr.tif"
     result = run("adapt", tmp_path / "n3d_training", movie, "-o", adapted, "--iterations", "1")
     assert result.exit_code == 0, result.output
