@@ -4,7 +4,8 @@ Times one 1024x1024 frame through the runtime (``Predictor``: normalisation, til
 stitching) for each choice, all in one run, and the start-up cost of graph optimisation
 against loading a saved, already optimised model:
 
-- graph optimisation level (basic, extended, all), CPU memory arena on/off, intra-op threads;
+- graph optimisation level (basic, extended, all), CPU memory arena on/off, intra-op threads,
+  and onnxruntime's memory pattern (off in the runtime) turned back on;
 - tile size (256, 512, 1024, whole frame) and tiles per call (batch 1, 2, 4).
 
     python benchmarks/session_options.py [--model models/nuclei2d.onnx] [--repeat 3]
@@ -32,8 +33,16 @@ LEVELS = {
 }
 
 
-def session(path: Path, level: str = "all", arena: bool = True, threads: int = 0, save=None):
+def session(
+    path: Path,
+    level: str = "all",
+    arena: bool = True,
+    threads: int = 0,
+    save=None,
+    pattern: bool = False,
+):
     options = ort.SessionOptions()
+    options.enable_mem_pattern = pattern
     options.graph_optimization_level = (
         LEVELS[level] if level != "none" else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
@@ -83,6 +92,10 @@ def main() -> None:
                 label = f"level {level}, arena {'on' if arena else 'off'}, "
                 label += f"threads {threads or 'all'}"
                 print(f"{label:42s} {seconds:9.3f}{'' if same else '  (output differs!)'}")
+    model.session = session(args.model, pattern=True)
+    predictor = Predictor(model, PredictOptions(tile=None, progress=False))
+    seconds = median_time(lambda p=predictor: p.predict_array(frame), args.repeat)
+    print(f"{'level all, arena on, memory pattern on':42s} {seconds:9.3f}")
     model.session = session(args.model)
     for tile in (256, 512, 1024, None):
         for batch in (1, 2, 4):

@@ -63,3 +63,9 @@ def test_io_binding_gives_the_same_outputs(model2d):
     bound = Model(model2d, provider="cpu", io_binding=True).run(x)
     for a, b in zip(plain, bound):
         np.testing.assert_array_equal(a, b)
+
+
+def test_cpu_sessions_run_without_the_memory_pattern(model2d):
+    """The memory pattern cost memory and time on the CPU (RESULTS.md); it stays off there."""
+    model = Model(model2d, provider="cpu")
+    assert model.session.get_session_options().enable_mem_pattern is False
