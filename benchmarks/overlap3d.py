@@ -46,7 +46,8 @@ def main() -> None:
     model = Model(args.model, provider="cpu")
     volume = read_input(args.stack).data.squeeze().astype(np.float32)
     start = time.perf_counter()
-    _, untiled = Predictor(model, PredictOptions(tile=None, progress=False)).predict_array(volume)
+    whole = PredictOptions(tile=None, tile_z=volume.shape[0], progress=False)  # one tile
+    _, untiled = Predictor(model, whole).predict_array(volume)
     seconds = time.perf_counter() - start
     lo, hi = np.percentile(untiled, [0.1, 99.9])
     print(f"stack {volume.shape}, halo {model.metadata.halo}, untiled {seconds:.1f} s")

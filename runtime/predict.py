@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -36,6 +37,11 @@ _OOM_MARKERS = (
     # 4 frames of 1024^2 through a 128-channel layer on the 2x grid) needs smaller tiles too
     "cudnn_status_not_supported",
 )
+#: Largest 3D tile (voxels, halo included) chosen when no --tile-z is given: about 2 GB of
+#: onnxruntime buffers for the fast 3D network on the CPU (0.35 kB per voxel, RESULTS.md).
+MAX_AUTO_TILE_VOXELS = 6_000_000
+MIN_AUTO_TILE_Z = 8
+MIN_AUTO_TILE_XY = 32
 #: The reference's output: percentile 3-100 rescaled to the full uint16 range.
 RESCALE_PERCENTILES = (3.0, 100.0)
 
@@ -146,8 +152,27 @@ class Predictor:
     # -- one frame ---------------------------------------------------------------------------
 
     def plan(self, shape: Sequence[int], tile: Sequence[int | None] | None = None) -> TilePlan:
-        """The tile plan for a frame of spatial ``shape``."""
-        return plan_tiles(shape, tile or self.tile, self.halo, self.model.metadata.size_multiple)
+        """The tile plan for a frame of spatial ``shape``.
+
+        3D models without a ``tile_z`` get tiles of at most ``MAX_AUTO_TILE_VOXELS`` (halo
+        included): fewer planes first, then smaller y-x tiles, so a deep stack does not ask for
+        a whole-depth tile that no memory holds.
+        """
+        tile = list(tile or self.tile)
+        multiple = self.model.metadata.size_multiple
+        plan = plan_tiles(shape, tile, self.halo, multiple)
+        if self.ndim != 3 or self.options.tile_z is not None:
+            return plan
+        while math.prod(plan.tile_shape) > MAX_AUTO_TILE_VOXELS:
+            depth = tile[0] or shape[0]
+            if depth > MIN_AUTO_TILE_Z:
+                tile[0] = max(MIN_AUTO_TILE_Z, depth // 2)
+            elif (tile[1] or max(shape[1:])) > 2 * MIN_AUTO_TILE_XY:
+                tile[1:] = [(tile[1] or max(shape[1:])) // 2] * 2
+            else:
+                break
+            plan = plan_tiles(shape, tile, self.halo, multiple)
+        return plan
 
     def restore_frame(
         self,

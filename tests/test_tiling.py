@@ -106,6 +106,21 @@ def test_stack_thinner_than_z_tile(model3d):
     assert _close(den1, den0) and _close(dec1, dec0)
 
 
+def test_deep_stacks_get_bounded_3d_tiles(model3d, monkeypatch):
+    """Without --tile-z a deep stack is cut in z (then in y-x) below the voxel budget."""
+    from zsdeconvnet.runtime import predict as predict_module
+
+    monkeypatch.setattr(predict_module, "MAX_AUTO_TILE_VOXELS", 150_000)
+    predictor = Predictor(Model(model3d, provider="cpu"), PredictOptions(tile=None, progress=False))
+    plan = predictor.plan((200, 200, 200))
+    assert np.prod(plan.tile_shape) <= 150_000 and plan.tile_shape[0] < 200
+    frame = np.random.default_rng(1).random((60, 30, 30), dtype=np.float32)
+    den0, dec0 = _run(model3d, frame, tile=None, tile_z=60)  # one tile (z given: no budget)
+    den1, dec1 = predictor.predict_array(frame)  # several z tiles, still exact
+    assert len(predictor.plan(frame.shape)) > 1
+    assert _close(den1, den0) and _close(dec1, dec0)
+
+
 def test_too_small_overlap_makes_seams(model2d):
     """Negative control: the equality above depends on the halo (the test can fail)."""
     frame = np.random.default_rng(3).random((80, 80), dtype=np.float32)
