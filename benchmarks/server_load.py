@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import tifffile
+from zsdeconvnet.fiji_bridge import MAX_CONCURRENT
 
 
 def get(port: int, path: str, **query) -> tuple[int, dict]:
@@ -43,7 +44,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--model", type=Path, default=Path("models/nuclei2d.onnx"))
     parser.add_argument("--size", type=int, default=128, help="image side (px)")
-    parser.add_argument("--concurrent", type=int, default=2, help="the server's --concurrent")
+    parser.add_argument(
+        "--concurrent", type=int, default=MAX_CONCURRENT, help="the server's --concurrent"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="zsd-load-"))

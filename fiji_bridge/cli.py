@@ -8,6 +8,7 @@ import click
 
 from ..runtime.cli import friendly_errors
 from ..runtime.errors import InputError
+from . import MAX_CONCURRENT
 
 
 @click.group()
@@ -108,7 +109,7 @@ def launch(fiji_dir):
 @click.option(
     "--concurrent",
     type=click.IntRange(1, 64),
-    default=2,
+    default=MAX_CONCURRENT,
     show_default=True,
     help="Predictions run at once (more wait): each already uses every core.",
 )

@@ -34,16 +34,13 @@ from .. import __version__
 from ..runtime.errors import InputError
 from ..runtime.model import Model
 from ..runtime.predict import PredictOptions, Predictor
+from . import MAX_CONCURRENT
 
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 MAX_MODELS = 4
-#: Predictions run at once; more requests wait their turn. Each prediction already uses every
-#: core (onnxruntime's threads), so running more at once adds no speed, only memory: 8 at a
-#: time grew the server to 1.8 GB in the soak of docs/RELIABILITY.md.
-MAX_CONCURRENT = 2
 
 
 def default_info_file() -> Path:
