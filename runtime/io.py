@@ -13,6 +13,7 @@ import glob
 import hashlib
 import itertools
 import logging
+import mmap
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -335,6 +336,25 @@ def write_tiff(
     """Write ``data`` atomically as an ImageJ (or OME) TIFF carrying axes and pixel sizes."""
     with atomic_output(path) as tmp:
         tifffile.imwrite(tmp, data, **_writer_kwargs(axes, pixel_size_nm or {}))
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Drop this process's resident pages of the memory map under ``array``, if it has one.
+
+    Pages of a memory-mapped file count as the process's resident memory until the kernel
+    reclaims them, so a stack written through a map looks as large as the file in ``top``.
+    The map is shared, so written data already sits in the page cache and reaches the file;
+    dropping the pages only unmaps them (Linux ``MADV_DONTNEED``; elsewhere nothing happens).
+    """
+    mapping = getattr(array, "_mmap", None)
+    base = array
+    while mapping is None and getattr(base, "base", None) is not None:
+        base = base.base
+        mapping = getattr(base, "_mmap", None)
+    if mapping is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    with contextlib.suppress(OSError, ValueError):
+        mapping.madvise(mmap.MADV_DONTNEED)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .errors import InputError, describe
-from .io import Image, check_writable, memmap_output, read_input
+from .io import Image, check_writable, memmap_output, read_input, release_pages
 from .model import Model
 from .normalize import denormalize, frame_range, normalize
 from .postprocess import damp_stripes
@@ -42,6 +42,9 @@ _OOM_MARKERS = (
 MAX_AUTO_TILE_VOXELS = 6_000_000
 MIN_AUTO_TILE_Z = 8
 MIN_AUTO_TILE_XY = 32
+#: Memory-mapped inputs and outputs give back their touched pages after this much output, so
+#: resident memory stays near the tiles' own (RESULTS.md: a 1024x1024x200 stack).
+RELEASE_BYTES = 256 * 2**20
 #: The reference's output: percentile 3-100 rescaled to the full uint16 range.
 RESCALE_PERCENTILES = (3.0, 100.0)
 
@@ -241,6 +244,7 @@ class Predictor:
         """
         batch = self.options.batch
         ones = (1,) * self.ndim
+        written = 0
         for first in range(0, len(plan.tiles), batch):
             group = plan.tiles[first : first + batch]
             x = np.stack(
@@ -258,6 +262,12 @@ class Predictor:
                 if denoised is not None:
                     dest, src = t.scaled(ones)
                     denoised[dest] = denormalize(den[(k, 0, *src)], lo, hi)
+            written += dec.nbytes
+            if written > RELEASE_BYTES:  # memory-mapped input and outputs: unmap touched pages
+                for array in (frame, deconvolved, denoised):
+                    if array is not None:
+                        release_pages(array)
+                written = 0
             if bar is not None:
                 bar.update(len(group))
 
