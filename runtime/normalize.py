@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
+from .io import release_pages
 from .metadata import Normalization
 
 #: Frames larger than this many pixels get their percentiles from a regular subsample,
 #: so memory stays bounded for images larger than RAM. Min/max (0 and 100) are always exact.
 MAX_PERCENTILE_SAMPLES = 1 << 24
 _CHUNK_ROWS = 256
+_RELEASE_BYTES = 256 * 2**20
 
 
 def _iter_chunks(frame: np.ndarray):
@@ -19,8 +21,14 @@ def _iter_chunks(frame: np.ndarray):
     chunks = getattr(frame, "chunks", None)  # zarr: whole chunk rows, each decoded once
     if isinstance(chunks, tuple) and chunks and isinstance(chunks[0], int):
         step = max(chunks[0], step // chunks[0] * chunks[0])
+    read = 0
     for i in range(0, frame.shape[0], step):
-        yield np.asarray(frame[i : i + step], dtype=np.float32)
+        chunk = np.asarray(frame[i : i + step], dtype=np.float32)
+        read += chunk.nbytes
+        if read > _RELEASE_BYTES:  # a memory map: give its read pages back as we go
+            release_pages(frame)
+            read = 0
+        yield chunk
 
 
 def frame_range(frame: np.ndarray, recipe: Normalization, source: str) -> tuple[float, float]:

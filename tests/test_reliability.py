@@ -87,7 +87,14 @@ def test_sigkill_training_five_times_then_resume_equals_uninterrupted(data, tmp_
         proc = subprocess.Popen(
             resume if started else fresh(run), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
-        time.sleep(rng.uniform(3.5, 6.5))  # torch's import takes ~3 s, then ~0.1 s per step
+        if not started:  # the first run: let it reach a checkpoint (however loaded the CPU)
+            deadline = time.monotonic() + 180
+            while not (run_dir / "checkpoint.pt").exists() and proc.poll() is None:
+                assert time.monotonic() < deadline, "no checkpoint within 180 s"
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 1.0))
+        else:
+            time.sleep(rng.uniform(3.5, 6.5))  # torch's import takes ~3 s, then ~0.1 s per step
         if proc.poll() is not None:
             pytest.fail(f"run ended before kill {kill + 1}: {proc.stderr.read().decode()[-400:]}")
         proc.send_signal(signal.SIGKILL)
