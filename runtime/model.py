@@ -124,8 +124,8 @@ class Model:
         options.log_severity_level = 3
         if providers == ["CPUExecutionProvider"]:
             # The memory pattern pre-plans one block for all of a run's tensors; on this CPU it
-            # cost memory and time (benchmarks/RESULTS.md: a 3D tile 2.88 -> 1.56 GB, same
-            # speed; a 2D 768^2 tile 1.59 -> 1.10 GB and 1.0 -> 0.8 s). Not measured on GPUs.
+            # cost memory and time (benchmarks/session_memory.py: a 3D tile 2.95 -> 1.59 GB,
+            # a 2D 768^2 tile 1.63 -> 1.13 GB, both faster without it). Not measured on GPUs.
             options.enable_mem_pattern = False
         if threads:
             options.intra_op_num_threads = int(threads)
