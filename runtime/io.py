@@ -346,12 +346,12 @@ def release_pages(array: np.ndarray) -> None:
     The map is shared, so written data already sits in the page cache and reaches the file;
     dropping the pages only unmaps them (Linux ``MADV_DONTNEED``; elsewhere nothing happens).
     """
-    mapping = getattr(array, "_mmap", None)
-    base = array
-    while mapping is None and getattr(base, "base", None) is not None:
-        base = base.base
-        mapping = getattr(base, "_mmap", None)
-    if mapping is None or not hasattr(mmap, "MADV_DONTNEED"):
+    holder = array
+    while getattr(holder, "_mmap", None) is None and getattr(holder, "base", None) is not None:
+        holder = holder.base
+    mapping = getattr(holder, "_mmap", None)
+    # a copy-on-write map ("c") keeps changes only in its pages: never drop those
+    if mapping is None or getattr(holder, "mode", "c") == "c" or not hasattr(mmap, "MADV_DONTNEED"):
         return
     with contextlib.suppress(OSError, ValueError):
         mapping.madvise(mmap.MADV_DONTNEED)
