@@ -22,24 +22,13 @@ from zsdeconvnet.runtime.psf import check_psf
 from zsdeconvnet.training.adapt import adapt_and_restore
 from zsdeconvnet.training.config import preset
 from zsdeconvnet.training.metrics import psnr_ssim
-from zsdeconvnet.training.simulate import SimulationConfig, simulate
+from zsdeconvnet.training.simulate import WIDEFIELD_3D, SimulationConfig, simulate
 from zsdeconvnet.training.trainer import Trainer
 
 SERIES = {
     "2d": [("filaments", 11), ("puncta", 12), ("mixed", 13), ("puncta", 14)],
     "3d": [("filaments", 11), ("sheets", 12), ("filaments", 13), ("sheets", 14)],
 }
-OPTICS_3D = dict(
-    dims=3,
-    size=64,
-    z_size=24,
-    pixel_nm=92.6,
-    z_step_nm=160.0,
-    na=1.1,
-    refractive_index=1.33,
-    oversample=2,
-    psf_size=21,
-)
 
 
 def score(output: np.ndarray, reference: np.ndarray, border: int = 16) -> dict[str, float]:
@@ -62,7 +51,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     series = SERIES[args.mode]
-    optics = OPTICS_3D if args.mode == "3d" else dict(size=256)
+    optics = dict(size=64, z_size=24, **WIDEFIELD_3D) if args.mode == "3d" else dict(size=256)
     sims = [
         SimulationConfig(structure=s, photons=args.photons, seed=seed, **optics)
         for s, seed in series

@@ -21,7 +21,7 @@ from zsdeconvnet.runtime.psf import check_psf
 from zsdeconvnet.training.config import TrainConfig
 from zsdeconvnet.training.losses import FFTConvolver, hessian_penalty_3d
 from zsdeconvnet.training.rcan3d import ZSDeconvNet3D
-from zsdeconvnet.training.simulate import SimulationConfig, simulate
+from zsdeconvnet.training.simulate import WIDEFIELD_3D, SimulationConfig, simulate
 from zsdeconvnet.training.trainer import load_checkpoint, sr_psf
 
 
@@ -33,18 +33,7 @@ def main() -> None:
     parser.add_argument("--offset", type=float, default=0.204, help="truth -> data offset")
     args = parser.parse_args()
     sim = SimulationConfig(
-        structure="beads",
-        dims=3,
-        size=64,
-        z_size=24,
-        photons=10.0,
-        pixel_nm=92.6,
-        z_step_nm=160.0,
-        na=1.1,
-        refractive_index=1.33,
-        oversample=2,
-        psf_size=21,
-        seed=1,
+        structure="beads", size=64, z_size=24, photons=10.0, seed=1, **WIDEFIELD_3D
     )
     images = simulate(sim)
     state = load_checkpoint(args.run)

@@ -25,7 +25,7 @@ from zsdeconvnet.training.export_model import export_checkpoint
 from zsdeconvnet.training.metrics import bead_fwhm_3d, psnr_ssim
 from zsdeconvnet.training.optics import pupil_psf, z_positions
 from zsdeconvnet.training.richardson_lucy import best_richardson_lucy
-from zsdeconvnet.training.simulate import SimulationConfig, simulate
+from zsdeconvnet.training.simulate import WIDEFIELD_3D, SimulationConfig, simulate
 from zsdeconvnet.training.trainer import Trainer
 
 CASES = ["sheets:5", "filaments:5", "beads:10"]
@@ -67,17 +67,11 @@ def main() -> None:
         structure, photons = case.split(":")
         cfg = SimulationConfig(
             structure=structure,
-            dims=3,
             size=args.size,
             z_size=args.z_size,
             photons=float(photons),
-            pixel_nm=92.6,
-            z_step_nm=160.0,
-            na=1.1,
-            refractive_index=1.33,
-            oversample=2,
-            psf_size=21,
             seed=args.seed,
+            **WIDEFIELD_3D,
         )
         images = simulate(cfg)
         beads = np.array(cfg.bead_positions_sr) if structure == "beads" else None

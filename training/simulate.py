@@ -169,6 +169,19 @@ def ground_truth(cfg: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
 # -- image formation ---------------------------------------------------------------------------
 
 
+#: The 3D widefield microscope of the benchmarks (quality3d.py, adaptation.py --mode 3d,
+#: beads3d_loss.py): water objective NA 1.1, 92.6 nm camera pixels, 160 nm z steps.
+WIDEFIELD_3D = dict(
+    dims=3,
+    pixel_nm=92.6,
+    z_step_nm=160.0,
+    na=1.1,
+    refractive_index=1.33,
+    oversample=2,
+    psf_size=21,
+)
+
+
 def bin_pixels(array: np.ndarray, factor: int) -> np.ndarray:
     """Sum ``factor x factor`` blocks in y and x (light integrates over a pixel)."""
     *lead, h, w = array.shape
