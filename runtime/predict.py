@@ -37,8 +37,8 @@ _OOM_MARKERS = (
     # 4 frames of 1024^2 through a 128-channel layer on the 2x grid) needs smaller tiles too
     "cudnn_status_not_supported",
 )
-#: Largest 3D tile (voxels, halo included) chosen when no --tile-z is given: about 2 GB of
-#: onnxruntime buffers for the fast 3D network on the CPU (0.35 kB per voxel, RESULTS.md).
+#: Largest 3D tile (voxels, halo included) chosen when no --tile-z is given: about 2 GB for the
+#: fast 3D network on the CPU (benchmarks/session_memory.py: 1.59 GB peak for 3.7 M voxels).
 MAX_AUTO_TILE_VOXELS = 6_000_000
 MIN_AUTO_TILE_Z = 8
 MIN_AUTO_TILE_XY = 32
