@@ -10,6 +10,7 @@ from zsdeconvnet.runtime.model import Model
 from zsdeconvnet.runtime.predict import PredictOptions, Predictor
 from zsdeconvnet.runtime.psf import check_psf
 from zsdeconvnet.training.config import preset
+from zsdeconvnet.training.data3d import background_level
 from zsdeconvnet.training.export_model import export_checkpoint
 from zsdeconvnet.training.losses import FFTConvolver, gap_amending_loss, hessian_penalty_3d
 from zsdeconvnet.training.rcan3d import ZSDeconvNet3D, rcan_halo
@@ -100,6 +101,44 @@ def test_gap_amending_term_uses_the_plane_difference_of_the_frozen_copy():
     )
     assert with_gar["denoise"] == pytest.approx(1.0)
     assert without["denoise"] == pytest.approx(0.0)
+
+
+def test_background_term_shifts_the_reblurred_output():
+    """With the background added, an output of 0 fits a target at the background level."""
+    target = torch.full((2, 1, 4, 6, 6), 0.3)
+    background = torch.full((2, 1, 1, 1, 1), 0.3)
+    blur = FFTConvolver(torch.ones(1, 1, 1))
+
+    class Dark(torch.nn.Module):
+        def forward(self, x):
+            return x, torch.zeros(x.shape[:-2] + (12, 12))
+
+    args = (Dark(), target, target, target, blur, 0.0, 0.0, (0, 0), 2, False)
+    _, fitted = gap_amending_loss(*args, background=background)
+    _, plain = gap_amending_loss(*args)
+    assert fitted["deconv"] == pytest.approx(0.0)
+    assert plain["deconv"] == pytest.approx(2 * 0.3)
+
+
+def test_background_level_finds_the_dark_level_of_a_noisy_stack():
+    rng = np.random.default_rng(0)
+    clean = np.full((12, 48, 48), 100.0)
+    clean[:, 10:20, 10:40] += 50  # bright structure on a third of the field
+    noisy = rng.poisson(clean).astype(np.float32)
+    level = background_level(noisy)
+    assert 95 < level <= 100  # close, and below the true 100 rather than above
+
+
+def test_positivity_makes_the_deconvolved_output_non_negative(stack, tmp_path):
+    trainer = make_trainer(stack, tmp_path, positivity=True, iterations=2)
+    assert 0 < trainer.sampler.backgrounds[0] < 0.5
+    trainer.train(progress=False)
+    torch.manual_seed(1)
+    x = torch.randn(1, 1, 6, 16, 16)
+    _, dec = trainer.model.eval()(x)
+    assert dec.min() >= 0 and dec.max() > 0
+    _, dec = make_trainer(stack, None).model.eval()(x)
+    assert dec.min() < 0  # LeakyReLU(0.2) by default, as the reference
 
 
 def test_halo_covers_the_3d_receptive_field():

@@ -73,6 +73,11 @@ class TrainConfig:
     mu: float = 0.5
     hessian_weight: float = 0.02
     psf_sigmas: float = 4.0
+    # 3D: a non-negative deconvolved output above the stack's background: stage 2 ends in ReLU
+    # (not LeakyReLU) and the loss re-blurs it onto the background level estimated from the
+    # stack (StackSampler), so positivity constrains what the PSF's weak high frequencies
+    # cannot (benchmarks/RESULTS.md, 3D beads)
+    positivity: bool = False
     # optimisation
     iterations: int = 50_000
     batch_size: int = 4

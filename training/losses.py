@@ -120,6 +120,7 @@ def gap_amending_loss(
     upsample: int,
     gap_amending: bool = True,
     frozen: torch.nn.Module | None = None,
+    background: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The 3D ZS-DeconvNet loss with gap-amending regularisation (METHOD.md section 3).
 
@@ -135,6 +136,9 @@ def gap_amending_loss(
     frozen : torch.nn.Module, optional
         The network whose ``denoise`` runs the frozen pass (default ``model``; give the bare
         network when ``model`` is a DistributedDataParallel wrapper).
+    background : torch.Tensor, optional
+        Per-crop background level ``[N, 1, 1, 1, 1]`` (normalised) added to the re-blurred
+        output, which then models the signal above the background only (``positivity``).
 
     ``G = S_in(f1'(Z)) - S_gt(f1'(Z))`` from a frozen copy of stage 1 on the interleaved crop;
     ``L_den = |f1(in) - gt| + |f1(in) - gt - G|``,
@@ -150,6 +154,8 @@ def gap_amending_loss(
     if upsample > 1:
         reblurred = F.avg_pool3d(reblurred, (1, upsample, upsample))
     reblurred = reblurred[centre]
+    if background is not None:
+        reblurred = reblurred + background
     if gap_amending:
         with torch.no_grad():  # the frozen copy: current weights, no gradient
             stack = (frozen or model).denoise(full)[

@@ -4,7 +4,8 @@ Each stage (METHOD.md section 3): conv to ``channels``; ``groups`` residual grou
 ``rcabs`` residual channel-attention blocks (conv, LeakyReLU 0.2, conv, LeakyReLU 0.2, channel
 attention with reduction ``r``, + identity) each closed by a conv and a skip; a long skip; then
 a tail conv + LeakyReLU and a conv to 1 channel + LeakyReLU(0.2). Stage 2 optionally upsamples
-y and x by 2 (nearest) before its tail. Tensors are ``[N, 1, Z, Y, X]``.
+y and x by 2 (nearest) before its tail; with ``positive`` its last activation is a ReLU
+(config ``positivity``). Tensors are ``[N, 1, Z, Y, X]``.
 
 Channel attention here pools over a local window (``ca_window``, default 3x9x9) rather than the
 whole volume: the receptive field stays finite, so tiled prediction equals untiled prediction;
@@ -80,7 +81,14 @@ class RCANStage(nn.Module):
     """One stage: ``[N, 1, Z, Y, X]`` -> ``[N, 1, Z, upsample*Y, upsample*X]``."""
 
     def __init__(
-        self, channels: int, groups: int, rcabs: int, reduction: int, window, upsample: int = 1
+        self,
+        channels: int,
+        groups: int,
+        rcabs: int,
+        reduction: int,
+        window,
+        upsample: int = 1,
+        positive: bool = False,
     ):
         super().__init__()
         self.upsample = upsample
@@ -90,7 +98,10 @@ class RCANStage(nn.Module):
             _conv(channels, channels),
         )
         self.tail = nn.Sequential(
-            _conv(channels, channels), nn.LeakyReLU(0.2), _conv(channels, 1), nn.LeakyReLU(0.2)
+            _conv(channels, channels),
+            nn.LeakyReLU(0.2),
+            _conv(channels, 1),
+            nn.ReLU() if positive else nn.LeakyReLU(0.2),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,10 +127,11 @@ class ZSDeconvNet3D(nn.Module):
         reduction: int = 16,
         window: tuple[int, int, int] | None = (3, 9, 9),
         upsample: int = 2,
+        positive: bool = False,
     ):
         super().__init__()
         self.stage1 = RCANStage(channels, groups, rcabs, reduction, window)
-        self.stage2 = RCANStage(channels, groups, rcabs, reduction, window, upsample)
+        self.stage2 = RCANStage(channels, groups, rcabs, reduction, window, upsample, positive)
 
     def denoise(self, x: torch.Tensor) -> torch.Tensor:
         return self.stage1(x)
@@ -137,6 +149,7 @@ class ZSDeconvNet3D(nn.Module):
             cfg.ca_reduction,
             cfg.ca_window,
             cfg.upsample,
+            cfg.positivity,
         )
 
 

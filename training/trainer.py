@@ -305,7 +305,7 @@ class Trainer:
 
     def _loss_3d(self):
         cfg = self.cfg
-        x, y, full = self._batch()
+        x, y, full, background = self._batch()
         widths = (
             (0, 0),
             (0, 0),
@@ -328,6 +328,7 @@ class Trainer:
             cfg.upsample,
             cfg.gap_amending,
             frozen=self.model,
+            background=torch.from_numpy(background).to(self.device) if cfg.positivity else None,
         )
 
     def train(
