@@ -108,6 +108,9 @@ def test_train_bad_inputs_are_one_line(nuclei, tmp_path):
     result = run("train", small, "--psf", psf, "-o", tmp_path / "m.onnx", *FAST)
     assert result.exit_code == 2 and "smaller than the training patch" in result.output
     assert not (tmp_path / "m_training").exists()
+    result = run("train", image, "--psf", psf, "-o", tmp_path / "m.onnx", "--positivity", *FAST)
+    assert result.exit_code == 2 and "positivity is a 3D setting" in result.output
+    assert not (tmp_path / "m_training").exists()
 
 
 def test_adapt_command_restores_every_frame(nuclei, tmp_path):
@@ -291,9 +294,23 @@ def test_3d_end_to_end_on_a_real_shipped_stack(tmp_path):
     cfg.save(tmp_path / "tiny3d.json")
     model = tmp_path / "n3d.onnx"
     result = run(
-        "train", stack, "--psf", psf, "-o", model, "--config", tmp_path / "tiny3d.json", "--quiet"
+        "train",
+        stack,
+        "--psf",
+        psf,
+        "-o",
+        model,
+        "--config",
+        tmp_path / "tiny3d.json",
+        "--hessian-weight",
+        "0.001",
+        "--lr",
+        "0.001",
+        "--quiet",
     )
     assert result.exit_code == 0, result.output
+    used = json.loads((tmp_path / "n3d_training" / "config.json").read_text())
+    assert (used["hessian_weight"], used["lr"], used["positivity"]) == (0.001, 0.001, True)
     meta = Model(model, provider="cpu").metadata
     assert meta.ndim == 3 and meta.input_pixel_size_nm == (500.0, 200.0, 200.0)
     out = tmp_path / "n3d_sr.tif"

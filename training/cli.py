@@ -200,6 +200,20 @@ def _train_and_export(cfg, output, progress, resume, overwrite, callback, world)
     help="fast: tuned for a CPU; paper: the reference network and schedule.",
 )
 @click.option("--iterations", type=int, default=None, help="Training iterations.")
+@click.option("--lr", type=float, default=None, help="Learning rate (Adam), the preset's if unset.")
+@click.option(
+    "--hessian-weight",
+    type=float,
+    default=None,
+    help="Weight of the Hessian smoothness penalty; lower keeps point-like objects sharper "
+    "(3D beads: 0.001 with --lr 1e-3, see the README), higher suppresses artefacts.",
+)
+@click.option(
+    "--positivity/--no-positivity",
+    default=None,
+    help="3D: non-negative deconvolved output above the stack's estimated background "
+    "(on in the fast 3D preset).",
+)
 @click.option("--seed", type=int, default=None, help="Random seed (same seed, same result).")
 @click.option("--pixel-size", type=float, default=None, help="Camera pixel size (nm).")
 @click.option("--psf-pixel-size", type=float, default=None, help="PSF pixel size (nm).")
@@ -259,6 +273,9 @@ def train(
     output,
     preset,
     iterations,
+    lr,
+    hessian_weight,
+    positivity,
     seed,
     pixel_size,
     psf_pixel_size,
@@ -303,6 +320,9 @@ def train(
     check_writable(output, overwrite or resume is not None)
     overrides = dict(
         iterations=iterations,
+        lr=lr,
+        hessian_weight=hessian_weight,
+        positivity=positivity,
         seed=seed,
         pixel_size_nm=pixel_size,
         psf_pixel_size_nm=psf_pixel_size,
