@@ -55,8 +55,9 @@ class StackSampler:
         for lo, hi in self.ranges:
             if not hi > lo:
                 raise InputError("a training stack is constant; nothing to learn from it")
-        self.backgrounds = [
-            (background_level(s) - lo) / (hi - lo) for s, (lo, hi) in zip(self.stacks, self.ranges)
+        self.backgrounds = [  # one smoothing pass per stack, only where the loss uses it
+            (background_level(s) - lo) / (hi - lo) if cfg.positivity else 0.0
+            for s, (lo, hi) in zip(self.stacks, self.ranges)
         ]
         self.noise: list = []  # no recorruption in 3D
         self.cdfs = [foreground_weights(s.max(axis=0), cfg.patch_size) for s in self.stacks]
