@@ -15,21 +15,19 @@ import argparse
 
 import numpy as np
 import torch
+from beads3d_loss import bead_case  # benchmarks/ is on sys.path when run as a script
 from torch.nn import functional as F
-from zsdeconvnet.runtime.psf import check_psf
 from zsdeconvnet.training.config import preset
 from zsdeconvnet.training.data3d import background_level
-from zsdeconvnet.training.losses import FFTConvolver, hessian_penalty_3d
+from zsdeconvnet.training.losses import hessian_penalty_3d
 from zsdeconvnet.training.metrics import bead_fwhm_3d
-from zsdeconvnet.training.simulate import WIDEFIELD_3D, SimulationConfig, simulate
-from zsdeconvnet.training.trainer import sr_psf
 
 
 def deconvolve(data, blur, weight, background, steps, lr, report):
     """Adam on the output voxels; ``background`` None = no positivity (and no background)."""
     x, target = data[0::2], torch.from_numpy(data[1::2].copy())
     start = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
-    level = 0.0 if background is None else background
+    level = background or 0.0
     if background is not None:
         start = np.clip(start - level, 0, None)
     volume = torch.tensor(start, requires_grad=True)
@@ -53,17 +51,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--lr", type=float, default=0.01)
     args = parser.parse_args()
-    sim = SimulationConfig(
-        structure="beads", size=64, z_size=24, photons=10.0, seed=1, **WIDEFIELD_3D
-    )
-    images = simulate(sim)
-    cfg = preset("fast", "3d")
-    psf = check_psf(images["psf"], (sim.z_step_nm, sim.pixel_nm, sim.pixel_nm), 3)
-    blur = FFTConvolver(torch.from_numpy(sr_psf(psf, sim.pixel_nm, cfg, sim.z_step_nm).data))
-    noisy = images["noisy"].astype(np.float32)
-    lo, hi = np.percentile(noisy, [cfg.norm_low, cfg.norm_high])
-    data = ((noisy - lo) / (hi - lo)).astype(np.float32)
-    background = (background_level(noisy) - lo) / (hi - lo)
+    sim, images, blur, data = bead_case(preset("fast", "3d"))
+    background = background_level(data)  # the level is linear in the normalisation
     positions = np.array(sim.bead_positions_sr)
     positions[:, 0] /= 2  # the odd planes: every other plane of the full grid
     print(f"{'positivity':>10s} {'Hessian':>8s} {'step':>5s} {'FWHM xy':>8s} {'FWHM z':>7s}")

@@ -25,6 +25,20 @@ from zsdeconvnet.training.simulate import WIDEFIELD_3D, SimulationConfig, simula
 from zsdeconvnet.training.trainer import load_checkpoint, sr_psf
 
 
+def bead_case(cfg: TrainConfig):
+    """The bead case (``SimulationConfig``, its images), the training blur of ``cfg`` and the
+    stack normalised as training normalises it."""
+    sim = SimulationConfig(
+        structure="beads", size=64, z_size=24, photons=10.0, seed=1, **WIDEFIELD_3D
+    )
+    images = simulate(sim)
+    psf = check_psf(images["psf"], (sim.z_step_nm, sim.pixel_nm, sim.pixel_nm), 3)
+    blur = FFTConvolver(torch.from_numpy(sr_psf(psf, sim.pixel_nm, cfg, sim.z_step_nm).data))
+    noisy = images["noisy"].astype(np.float32)
+    lo, hi = np.percentile(noisy, [cfg.norm_low, cfg.norm_high])
+    return sim, images, blur, ((noisy - lo) / (hi - lo)).astype(np.float32)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="training run folder or checkpoint of a 3D model")
@@ -32,20 +46,12 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=0.0709, help="truth -> data scale")
     parser.add_argument("--offset", type=float, default=0.204, help="truth -> data offset")
     args = parser.parse_args()
-    sim = SimulationConfig(
-        structure="beads", size=64, z_size=24, photons=10.0, seed=1, **WIDEFIELD_3D
-    )
-    images = simulate(sim)
     state = load_checkpoint(args.run)
     cfg = TrainConfig.from_json(state["config"])
     net = ZSDeconvNet3D.from_config(cfg)
     net.load_state_dict(state["model"])
     net.eval()
-    psf = check_psf(images["psf"], (sim.z_step_nm, sim.pixel_nm, sim.pixel_nm), 3)
-    blur = FFTConvolver(torch.from_numpy(sr_psf(psf, sim.pixel_nm, cfg, sim.z_step_nm).data))
-    noisy = images["noisy"].astype(np.float32)
-    lo, hi = np.percentile(noisy, [cfg.norm_low, cfg.norm_high])
-    data = ((noisy - lo) / (hi - lo)).astype(np.float32)
+    sim, images, blur, data = bead_case(cfg)
     target = data[1::2]
     centre = (slice(2, -2), slice(8, -8), slice(8, -8))
     centre_sr = (slice(2, -2), slice(16, -16), slice(16, -16))
