@@ -6,6 +6,8 @@ Prints ms per step (median after warm-up steps) and samples (patches) per second
 data pipeline (recorruption, rotation) included, exactly as ``train`` runs it (on a GPU: bf16
 autocast and channels_last for 2D). ``--compile`` also times the 2D network under
 ``torch.compile`` (compile time excluded from the step time and printed separately).
+``--compare-pairs`` times 2D steps with pairs made by numpy on the host and by torch on the
+device (``pair_backend``), and the pair making alone (``pairs ms``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="2D: also time torch.compile")
     parser.add_argument(
         "--compare-amp", action="store_true", help="2D: time amp=off (fp32) and amp=auto"
+    )
+    parser.add_argument(
+        "--compare-pairs", action="store_true", help="2D: time pair_backend numpy and torch"
     )
     parser.add_argument("--json", default=None, help="also write results to this file")
     parser.add_argument(
@@ -66,13 +71,17 @@ def main() -> None:
         f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"device {device_name(args.device)}"
     )
-    variants = [(name, False, None) for name in args.presets]
+    variants = [(name, False, {}) for name in args.presets]
     if args.compile and args.mode == "2d":
-        variants += [(name, True, None) for name in args.presets]
+        variants += [(name, True, {}) for name in args.presets]
     if args.compare_amp and args.mode == "2d":
-        variants = [(name, False, amp) for name in args.presets for amp in ("off", "auto")]
-    for name, compiled, amp in variants:
-        overrides = parse_overrides(args.set) | ({"amp": amp} if amp else {})
+        variants = [(n, False, {"amp": a}) for n in args.presets for a in ("off", "auto")]
+    if args.compare_pairs and args.mode == "2d":
+        variants = [
+            (n, False, {"pair_backend": b}) for n in args.presets for b in ("numpy", "torch")
+        ]
+    for name, compiled, variant in variants:
+        overrides = parse_overrides(args.set) | variant
         cfg = preset(name, args.mode, device=args.device, checkpoint_every=10**9, **overrides)
         with tempfile.TemporaryDirectory() as tmp:
             trainer = Trainer(
@@ -94,21 +103,30 @@ def main() -> None:
                 continue
             sync(args.device)
             warmup = time.perf_counter() - start
-            times = []
+            times, pair_times = [], []
             for _ in range(args.steps):
                 start = time.perf_counter()
                 trainer.step()
                 sync(args.device)
                 times.append(time.perf_counter() - start)
+                if args.compare_pairs:
+                    start = time.perf_counter()
+                    trainer._pairs_2d()
+                    sync(args.device)
+                    pair_times.append(time.perf_counter() - start)
         params = sum(p.numel() for p in trainer.model.parameters()) / 1e6
         step = statistics.median(times)
         label = f"{name}{' compiled' if compiled else ''}{' bf16' if trainer.bf16 else ''}"
+        pairs_ms = 1000 * statistics.median(pair_times) if pair_times else None
+        if pairs_ms is not None:
+            label += f" {'torch' if trainer.torch_pairs else 'numpy'} pairs"
         print(
             f"{args.mode} {label:15s} {params:5.2f} M params, "
             f"batch {cfg.batch_size}x{cfg.patch_size}^2: "
             f"{1000 * step:7.1f} ms/step, {cfg.batch_size / step:6.1f} samples/s, "
             f"{1 / step:6.1f} it/s, {cfg.iterations} iterations = "
-            f"{cfg.iterations * step / 60:.1f} min (warm-up {warmup:.1f} s)",
+            f"{cfg.iterations * step / 60:.1f} min (warm-up {warmup:.1f} s)"
+            + (f", pairs {pairs_ms:.1f} ms" if pairs_ms is not None else ""),
             flush=True,
         )
         records.append(
@@ -121,6 +139,7 @@ def main() -> None:
                 "samples_per_s": round(cfg.batch_size / step, 2),
                 "iterations": cfg.iterations,
                 "warmup_s": round(warmup, 1),
+                "pairs_ms": pairs_ms,
             }
         )
     if args.json:

@@ -94,12 +94,15 @@ def test_sr_output_is_alive_after_a_few_steps(sim, tmp_path):
     assert dec.std() > 0 and (dec > 0).float().mean() > 0.5
 
 
-def test_same_seed_same_result_and_resume_equals_uninterrupted(sim, tmp_path):
-    full = make_trainer(sim, tmp_path / "a", iterations=10).train(progress=False)
-    again = make_trainer(sim, tmp_path / "b", iterations=10).train(progress=False)
-    first = make_trainer(sim, tmp_path / "c", iterations=10)
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_same_seed_same_result_and_resume_equals_uninterrupted(sim, tmp_path, backend):
+    run = dict(iterations=10, pair_backend=backend)
+    full = make_trainer(sim, tmp_path / "a", **run).train(progress=False)
+    again = make_trainer(sim, tmp_path / "b", **run).train(progress=False)
+    first = make_trainer(sim, tmp_path / "c", **run)
+    assert first.torch_pairs == (backend == "torch")
     first.train(progress=False, stop_after=5)  # "killed" after the checkpoint at 5
-    resumed = make_trainer(sim, tmp_path / "c", iterations=10)
+    resumed = make_trainer(sim, tmp_path / "c", **run)
     resumed.load_checkpoint(tmp_path / "c")
     assert resumed.iteration == 5
     final = resumed.train(progress=False)

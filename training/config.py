@@ -90,6 +90,9 @@ class TrainConfig:
     # native bf16 (AVX512-BF16 or AMX; measured 2.1x faster steps on such a CPU, with the same
     # quality as fp32 in benchmarks/RESULTS.md), fp32 elsewhere; "bf16"; "off" (fp32).
     amp: str = "auto"
+    # Where 2D training pairs are made: "numpy" (scipy on the host, per pair), "torch" (the
+    # whole batch on the training device: training/pairs_torch.py), "auto" = torch on CUDA
+    pair_backend: str = "auto"
     # bookkeeping
     preset: str = "paper"
     seed: int = 0
@@ -138,6 +141,15 @@ class TrainConfig:
             raise InputError(f"schedule must be step, milestones or cosine, not {self.schedule!r}")
         if self.amp not in ("auto", "bf16", "off"):
             raise InputError(f"amp must be auto, bf16 or off, not {self.amp!r}")
+        if self.pair_backend not in ("auto", "numpy", "torch"):
+            raise InputError(
+                f"pair_backend must be auto, numpy or torch, not {self.pair_backend!r}"
+            )
+        if self.pair_backend == "torch" and self.mode != "2d":
+            raise InputError(
+                "pair_backend torch makes 2D recorruption pairs; 3D and SIM pairs are made with "
+                "numpy (use auto or numpy)"
+            )
         if self.upsample not in (1, 2):
             raise InputError("upsample must be 1 or 2")
         if self.levels < 2 or self.convs_per_level < 1:

@@ -17,6 +17,7 @@ from scipy.ndimage import gaussian_filter, rotate
 
 from ..runtime.errors import InputError
 from .config import TrainConfig
+from .pairs_torch import PairDraw
 from .recorrupt import NoiseModel, estimate_noise, recorrupt
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,24 @@ class PatchSampler:
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` pairs as ``[n, 1, P, P]`` arrays (input, target)."""
         return stack_pairs([self.pair() for _ in range(n)])
+
+    def draw(self) -> PairDraw:
+        """The random choices of one pair and its window, for :func:`pairs_torch.make_pairs`
+        (which does on the training device what :meth:`pair` does with numpy)."""
+        cfg, rng = self.cfg, self.rng
+        k = int(rng.integers(len(self.frames)))
+        return PairDraw(
+            window=self._window(k),
+            noise=self.noise[k],
+            value_range=self.ranges[k],
+            alpha=rng.uniform(*cfg.alpha_range),
+            beta1=cfg.gain * rng.uniform(*cfg.beta1_range),
+            beta2_scale=rng.uniform(*cfg.beta2_scale_range),
+            angle=rng.uniform(0, 360) if cfg.rotation else 0.0,
+            turns=int(rng.integers(4)),
+            flip=bool(rng.integers(2)),
+            z_seed=int(rng.integers(2**63)),
+        )
 
 
 def window_size(cfg: TrainConfig) -> int:

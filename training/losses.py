@@ -53,6 +53,15 @@ def hessian_penalty(u: torch.Tensor) -> torch.Tensor:
     return 0.5 * (dxx.pow(2).mean() + dyy.pow(2).mean() + 2 * dxy.pow(2).mean())
 
 
+def parts(
+    total: torch.Tensor, denoise: torch.Tensor, deconv: torch.Tensor, hessian: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The logged loss terms, detached and still on the device: reading them waits for the
+    device, so the trainer reads them once per step, after the optimiser step is queued."""
+    terms = {"loss": total, "denoise": denoise, "deconv": deconv, "hessian": hessian}
+    return {name: value.detach() for name, value in terms.items()}
+
+
 def zs_loss(
     denoised: torch.Tensor,
     deconvolved: torch.Tensor,
@@ -62,7 +71,7 @@ def zs_loss(
     hessian_weight: float,
     pad: int,
     upsample: int = 2,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The ZS-DeconvNet loss on the centre of zero-padded patches.
 
     Parameters
@@ -85,12 +94,7 @@ def zs_loss(
     s = pad * upsample
     l_hess = hessian_penalty(deconvolved[..., s : s + h * upsample, s : s + w * upsample])
     total = mu * l_den + (1 - mu) * (l_dec + hessian_weight * l_hess)
-    return total, {
-        "loss": float(total.detach()),
-        "denoise": float(l_den.detach()),
-        "deconv": float(l_dec.detach()),
-        "hessian": float(l_hess.detach()),
-    }
+    return total, parts(total, l_den, l_dec, l_hess)
 
 
 def hessian_penalty_3d(u: torch.Tensor) -> torch.Tensor:
@@ -121,7 +125,7 @@ def gap_amending_loss(
     gap_amending: bool = True,
     frozen: torch.nn.Module | None = None,
     background: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The 3D ZS-DeconvNet loss with gap-amending regularisation (METHOD.md section 3).
 
     Parameters
@@ -170,9 +174,4 @@ def gap_amending_loss(
     sr_centre = (..., slice(pz, pz + z), slice(s, s + h * upsample), slice(s, s + w * upsample))
     l_hess = hessian_penalty_3d(deconvolved[sr_centre])
     total = mu * l_den + (1 - mu) * (l_fit + hessian_weight * l_hess)
-    return total, {
-        "loss": float(total.detach()),
-        "denoise": float(l_den.detach()),
-        "deconv": float(l_fit.detach()),
-        "hessian": float(l_hess.detach()),
-    }
+    return total, parts(total, l_den, l_fit, l_hess)

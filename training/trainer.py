@@ -30,6 +30,7 @@ from .data import PatchSampler
 from .data3d import StackSampler
 from .distributed import SINGLE, World, average
 from .losses import FFTConvolver, gap_amending_loss, zs_loss
+from .pairs_torch import make_pairs, use_torch_pairs
 from .rcan3d import ZSDeconvNet3D
 from .unet2d import ZSDeconvNet2D
 
@@ -141,6 +142,9 @@ class Trainer:
         if sampler is None:
             sampler = (StackSampler if self.three_d else PatchSampler)(frames, cfg, self.rng)
         self.sampler = sampler
+        self.torch_pairs = isinstance(sampler, PatchSampler) and use_torch_pairs(
+            cfg.pair_backend, self.device
+        )
         self.pixel_size_nm = pixel_size_nm
         self.z_step_nm = z_step_nm
         self.psf = psf
@@ -270,7 +274,8 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.iteration += 1
-        parts = average(parts, self.world, self.device)
+        values = torch.stack(list(parts.values())).tolist()  # the step's one wait for the device
+        parts = average(dict(zip(parts, values)), self.world, self.device)
         parts["lr"] = self.optimizer.param_groups[0]["lr"]
         return parts
 
@@ -283,13 +288,25 @@ class Trainer:
             parts.append(self.sampler.batch(1))
         return tuple(np.concatenate(arrays) for arrays in zip(*parts))
 
+    def _pairs_2d(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's 2D (input, target) batch on the device, made by numpy or by torch
+        there (``pair_backend``); per-sample random streams as :meth:`_batch`."""
+        if not self.torch_pairs:
+            x, y = self._batch()
+            return torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
+        draws = []
+        for index in self.shard:
+            self.sampler.rng = np.random.default_rng((self.cfg.seed, self.iteration, index))
+            draws.append(self.sampler.draw())
+        return make_pairs(draws, self.cfg.patch_size, self.device)
+
     def _loss_2d(self):
         cfg = self.cfg
-        x, y = self._batch()
+        x, yt = self._pairs_2d()
         pad = cfg.pad_xy
-        x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))  # zeros, as the reference
-        xt = torch.from_numpy(x).to(self.device).to(memory_format=torch.channels_last)
-        yt = torch.from_numpy(np.ascontiguousarray(y)).to(self.device)
+        xt = torch.nn.functional.pad(x, (pad, pad, pad, pad))  # zeros, as the reference
+        xt = xt.contiguous(memory_format=torch.channels_last)
+        yt = yt.contiguous()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             denoised, deconvolved = self.net(xt)
         return zs_loss(
