@@ -29,6 +29,9 @@ PROVIDER_CHAINS: dict[str, list[str]] = {
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
 PROVIDER_CHOICES = ("auto", *PROVIDER_CHAINS)
+#: Where TensorRT keeps its built engines (building one takes minutes; ``ZSDECONVNET_CACHE``
+#: overrides the folder that holds ``tensorrt/``)
+CACHE_ENV = "ZSDECONVNET_CACHE"
 #: Larger files are refused before reading (protobuf's own limit is 2 GB; ours are ~4-25 MB)
 MAX_MODEL_BYTES = 1 << 31
 
@@ -70,6 +73,48 @@ def resolve_providers(choice: str) -> list[str]:
             "or use --provider cpu"
         )
     return [p for p in PROVIDER_CHAINS[choice] if p in available]
+
+
+def cache_dir() -> Path:
+    """zsdeconvnet's cache folder: ``$ZSDECONVNET_CACHE``, else ``$XDG_CACHE_HOME/zsdeconvnet``,
+    else ``~/.cache/zsdeconvnet``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "zsdeconvnet"
+
+
+def provider_options(providers: list[str], fp16: bool) -> list:
+    """The provider chain as onnxruntime's ``providers=`` takes it, with our options.
+
+    TensorRT: engines are cached on disk (``cache_dir()/tensorrt``; onnxruntime names each by
+    the model and its input shapes, so a second run of the same tile shape starts in seconds,
+    not minutes), and fp16 kernels are allowed only for models exported as fp16, whose output
+    was checked against fp32 by ``export --quantize fp16`` (TensorRT treats an fp16 graph's types
+    as hints, so without the flag it would run it in fp32). Its cache folder is made here; when
+    it cannot be, TensorRT runs without a cache (said in the log). Other providers: defaults.
+    """
+    chain: list = []
+    for name in providers:
+        if name != "TensorrtExecutionProvider":
+            chain.append(name)
+            continue
+        options = {"trt_fp16_enable": "True" if fp16 else "False"}
+        folder = cache_dir() / "tensorrt"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            log.warning("TensorRT engines will not be cached (%s: %s)", folder, err.strerror)
+        else:
+            options |= {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(folder)}
+        chain.append((name, options))
+    return chain
+
+
+def is_fp16(metadata: ModelMetadata) -> bool:
+    """Whether the model was exported with ``--quantize fp16``."""
+    quantization = metadata.training.get("quantization") or {}
+    return str(quantization.get("type", "")).startswith("fp16")
 
 
 class Model:
@@ -129,10 +174,26 @@ class Model:
             options.enable_mem_pattern = False
         if threads:
             options.intra_op_num_threads = int(threads)
-        try:
-            self.session = ort.InferenceSession(
-                model_bytes, sess_options=options, providers=providers
+        self.session = self._session(model_bytes, options, provider_options(providers, False))
+        self.metadata = self._read_metadata()
+        if providers[0] == "TensorrtExecutionProvider" and is_fp16(self.metadata):
+            # the flag depends on the metadata, read from a session; TensorRT builds its
+            # engines at the first run, so this second session costs little
+            chain = provider_options(providers, True)
+            self.session = self._session(model_bytes, options, chain)
+        self._check_signature()
+        self.active_provider = self.session.get_providers()[0]
+        if self.active_provider != providers[0]:
+            log.warning(
+                "asked for %s but onnxruntime runs %s (is the CUDA/TensorRT runtime installed?)",
+                providers[0],
+                self.active_provider,
             )
+
+    def _session(self, model_bytes: bytes, options, providers: list):
+        path = self.path
+        try:
+            return ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
         except Exception as err:  # onnxruntime raises several private exception types
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             if "external" in first.lower():
@@ -144,6 +205,9 @@ class Model:
                 f"model {describe(path)} is not a readable ONNX model ({first[:160]}); "
                 "use a .onnx file written by 'zsdeconvnet export'"
             ) from None
+
+    def _read_metadata(self) -> ModelMetadata:
+        path = self.path
         try:
             props = self.session.get_modelmeta().custom_metadata_map
         except UnicodeDecodeError:  # onnxruntime decodes the strings as UTF-8 (found by fuzzing)
@@ -151,15 +215,7 @@ class Model:
                 f"model {describe(path)} has metadata that is not UTF-8 text; it is damaged "
                 "(re-export it with 'zsdeconvnet export')"
             ) from None
-        self.metadata = ModelMetadata.from_props(props, source=f"model {describe(path)}")
-        self._check_signature()
-        self.active_provider = self.session.get_providers()[0]
-        if self.active_provider != providers[0]:
-            log.warning(
-                "asked for %s but onnxruntime runs %s (is the CUDA/TensorRT runtime installed?)",
-                providers[0],
-                self.active_provider,
-            )
+        return ModelMetadata.from_props(props, source=f"model {describe(path)}")
 
     def _check_signature(self) -> None:
         inputs = [i.name for i in self.session.get_inputs()]
