@@ -11,7 +11,12 @@
 # mem3d  peak host memory of predict on a 200x1024x1024 stack with the CUDA provider
 #        (a 3D model carried in .gpucarry/m3d.onnx); session 2 saw it pass 300 s: run it
 #        alone, last, if at all
+# pairs  2D training steps with pairs made by numpy on the host vs torch on the GPU
+#        (pair_backend), fast and paper presets
 # collect  the sweep results into $OUT
+#
+# What is still owed (RESULTS.md): `bash benchmarks/gpu_session.sh chunk ort pairs` (the ort
+# phase skips its wait when no sweep runs).
 # Results land in $OUT (the device tool brings them back).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -44,6 +49,9 @@ for phase in "$@"; do
         2>&1 | tee -a "$OUT/train_speed_gpu.log"
       timeout 150 python3 train_speed.py --device cuda --steps 20 --presets paper --compile \
         --json "$OUT/train2d_compile.json" 2>&1 | grep -v "^W" | tee -a "$OUT/train_speed_gpu.log" ;;
+    pairs)
+      python3 train_speed.py --device cuda --steps 20 --compare-pairs \
+        --json "$OUT/train2d_pairs.json" 2>&1 | tee "$OUT/train_pairs_gpu.log" ;;
     sweep)
       mkdir -p /tmp/sweep
       setsid nohup bash -c '
@@ -72,8 +80,8 @@ for phase in "$@"; do
       python3 -c "import torch, onnxruntime as o; o.preload_dlls(); print(o.__version__, o.__file__)
 s = o.InferenceSession('../models/nuclei2d.onnx', providers=['CUDAExecutionProvider'])
 print('session providers', s.get_providers())"
-      for _ in $(seq 36); do [ -f /tmp/sweep/done ] && break; sleep 5; done
-      if [ ! -f /tmp/sweep/done ]; then  # timings need the GPU alone: stop the sweep
+      for _ in $(seq 36); do [ -f /tmp/sweep/done ] || [ ! -d /tmp/sweep ] && break; sleep 5; done
+      if [ -d /tmp/sweep ] && [ ! -f /tmp/sweep/done ]; then  # timings need the GPU alone: stop the sweep
         echo "sweep stopped before the end (its finished rows are in the log)"
         pkill -f quality_sweep.py; pkill -f quality.py; pkill -f quality3d.py; sleep 3
       fi
