@@ -5,6 +5,10 @@ the runtime's prediction with the paper's protocol (as ``quality.py`` does). Sco
 not counted in the wall time. Prints one row per checkpoint.
 
     python benchmarks/time_to_quality.py [--case mixed:5] [--preset fast] [--every 250]
+        [--stop-after N]
+
+``--stop-after N`` ends the curve at iteration ``N`` without changing the preset's schedule
+(the first hours of a long GPU preset on a CPU).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE override")
+    parser.add_argument("--stop-after", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     structure, photons = args.case.split(":")
@@ -49,16 +54,21 @@ def main() -> None:
         **parse_overrides(args.set),
     )
     rows = []
-    print(f"# {args.case}, {args.preset} preset, {cfg.iterations} iterations, crop {CROP}")
+    end = min(cfg.iterations, args.stop_after or cfg.iterations)
+    print(
+        f"# {args.case}, {args.preset} preset, {cfg.iterations} iterations"
+        + (f" (curve stopped at {end})" if end < cfg.iterations else "")
+        + f", crop {CROP}"
+    )
     print(f"{'iteration':>9s} {'train s':>8s} {'PSNR':>6s} {'SSIM':>6s}")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         noisy = images["noisy"].astype(np.float32)
         trainer = Trainer(cfg, [noisy], psf, sim.pixel_nm, workdir)
         seconds = 0.0
-        while trainer.iteration < cfg.iterations:
+        while trainer.iteration < end:
             start = time.perf_counter()
-            trainer.train(progress=False, stop_after=args.every)
+            trainer.train(progress=False, stop_after=min(args.every, end - trainer.iteration))
             seconds += time.perf_counter() - start
             trainer.save_checkpoint()
             export_checkpoint(workdir, workdir / "model.onnx")
