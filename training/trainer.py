@@ -175,6 +175,8 @@ class Trainer:
             cfg.save(self.run_dir / "config.json")
         for model in self.sampler.noise:
             log.info("noise model: %s", model.describe())
+        if self.torch_pairs:
+            log.info("training pairs made with torch on %s", self.device)
 
     def _parity_crop(self, frame: np.ndarray) -> np.ndarray:
         """A normalised central crop of the first frame/stack (export parity, previews)."""
