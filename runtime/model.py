@@ -29,8 +29,8 @@ PROVIDER_CHAINS: dict[str, list[str]] = {
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
 PROVIDER_CHOICES = ("auto", *PROVIDER_CHAINS)
-#: Where TensorRT keeps its built engines (building one takes minutes; ``ZSDECONVNET_CACHE``
-#: overrides the folder that holds ``tensorrt/``)
+#: Where TensorRT keeps its built engines (TensorRT tunes kernels for each input shape when it
+#: builds one; ``ZSDECONVNET_CACHE`` overrides the folder that holds ``tensorrt/``)
 CACHE_ENV = "ZSDECONVNET_CACHE"
 #: Larger files are refused before reading (protobuf's own limit is 2 GB; ours are ~4-25 MB)
 MAX_MODEL_BYTES = 1 << 31
@@ -87,12 +87,13 @@ def cache_dir() -> Path:
 def provider_options(providers: list[str], fp16: bool) -> list:
     """The provider chain as onnxruntime's ``providers=`` takes it, with our options.
 
-    TensorRT: engines are cached on disk (``cache_dir()/tensorrt``; onnxruntime names each by
-    the model and its input shapes, so a second run of the same tile shape starts in seconds,
-    not minutes), and fp16 kernels are allowed only for models exported as fp16, whose output
-    was checked against fp32 by ``export --quantize fp16`` (TensorRT treats an fp16 graph's types
-    as hints, so without the flag it would run it in fp32). Its cache folder is made here; when
-    it cannot be, TensorRT runs without a cache (said in the log). Other providers: defaults.
+    TensorRT: engines are cached on disk (``cache_dir()/tensorrt``), so a later run of the same
+    model and tile shape reuses the engine instead of building it again; fp16 kernels are
+    allowed only for models exported as fp16, whose output was checked against fp32 by
+    ``export --quantize fp16`` (TensorRT picks layer precisions from the flags it is given, so
+    without the flag it may run an fp16 graph in fp32). The cache folder is made here; when it
+    cannot be, TensorRT runs without a cache (said in the log). Not measured on a GPU yet.
+    Other providers: their defaults.
     """
     chain: list = []
     for name in providers:

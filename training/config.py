@@ -141,9 +141,9 @@ class TrainConfig:
             raise InputError(f"schedule must be step, milestones or cosine, not {self.schedule!r}")
         if self.amp not in ("auto", "bf16", "off"):
             raise InputError(f"amp must be auto, bf16 or off, not {self.amp!r}")
-        if self.pair_backend not in ("auto", "numpy", "torch"):
+        if self.pair_backend not in PAIR_BACKENDS:
             raise InputError(
-                f"pair_backend must be auto, numpy or torch, not {self.pair_backend!r}"
+                f"pair_backend must be one of {PAIR_BACKENDS}, not {self.pair_backend!r}"
             )
         if self.pair_backend == "torch" and self.mode != "2d":
             raise InputError(
@@ -206,6 +206,8 @@ class TrainConfig:
 
 
 MODES = ("2d", "3d", "sim2d")
+#: Where 2D training pairs are made (``TrainConfig.pair_backend``)
+PAIR_BACKENDS = ("auto", "numpy", "torch")
 
 #: Bounds that keep a (possibly hand-edited or corrupt) config from asking for absurd work
 BOUNDS = {

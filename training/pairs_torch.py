@@ -26,9 +26,6 @@ import torch.nn.functional as F
 
 from .recorrupt import NoiseModel
 
-#: Backends for making training pairs (``TrainConfig.pair_backend``).
-PAIR_BACKENDS = ("auto", "numpy", "torch")
-
 
 @dataclass(frozen=True)
 class PairDraw:
