@@ -16,7 +16,8 @@
 # collect  the sweep results into $OUT
 #
 # What is still owed (RESULTS.md): `bash benchmarks/gpu_session.sh chunk ort pairs` (the ort
-# phase skips its wait when no sweep runs).
+# phase skips its wait when no sweep runs). `gpu_speed.py --tensorrt` adds the runtime on
+# TensorRT where the machine has it (its engine build counts against the lease: run it last).
 # Results land in $OUT (the device tool brings them back).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}

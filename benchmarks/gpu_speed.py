@@ -101,6 +101,11 @@ def main() -> None:
     parser.add_argument("--preset", default="paper")
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--frames", type=int, default=8, help="frames for the end-to-end run")
+    parser.add_argument(
+        "--tensorrt",
+        action="store_true",
+        help="also run the runtime end to end with --provider tensorrt (engine builds first)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -218,8 +223,14 @@ def main() -> None:
         from zsdeconvnet.runtime.predict import PredictOptions, Predictor
 
         stack = [np.roll(frame, 7 * k, axis=1) for k in range(args.frames)]
-        for path, precision in ((fp32_path, "fp32"), (fp16_path, "fp16")):
-            model = Model(path, provider="cuda" if GPU else "cpu", io_binding=True)
+        runs = [(fp32_path, "fp32", "cuda"), (fp16_path, "fp16", "cuda")]
+        if args.tensorrt and "TensorrtExecutionProvider" in ort.get_available_providers():
+            runs.append((fp16_path, "fp16", "tensorrt"))
+        elif args.tensorrt:
+            print("tensorrt: this onnxruntime has no TensorRT provider (not measured)")
+        for path, precision, provider in runs:
+            start = time.perf_counter()
+            model = Model(path, provider=provider if GPU else "cpu", io_binding=True)
             predictor = Predictor(model, PredictOptions(tile=None, progress=False))
             tile = predictor.plan(frame.shape).tile_shape
 
@@ -227,12 +238,15 @@ def main() -> None:
                 for f in stack:
                     predictor.predict_array(f)
 
+            predictor.predict_array(frame)  # TensorRT builds its engine here
+            ready = time.perf_counter() - start
             seconds = cuda_timed(run_all, max(2, args.repeat // 4))
             add(
-                f"zsdeconvnet runtime {precision} (end to end)",
+                f"zsdeconvnet runtime {precision} {model.active_provider[:-17]} (end to end)",
                 len(stack),
                 seconds,
-                f"(network input {tile[0]}x{tile[1]} with the halo)",
+                f"(network input {tile[0]}x{tile[1]} with the halo; load + first frame "
+                f"{ready:.1f} s)",
             )
     # Richardson-Lucy on this machine's CPU, 10 iterations onto the 2x grid
     from zsdeconvnet.training.optics import pupil_psf
