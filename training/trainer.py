@@ -281,25 +281,28 @@ class Trainer:
         parts["lr"] = self.optimizer.param_groups[0]["lr"]
         return parts
 
-    def _batch(self) -> tuple[np.ndarray, ...]:
-        """This rank's share of the global batch; sample ``k`` of iteration ``i`` is drawn from
-        its own stream ``(seed, i, k)``, so it is the same however the batch is split."""
-        parts = []
+    def _per_sample(self, draw: Callable[[], object]) -> list:
+        """``draw()`` once for each sample of this rank's share of the global batch; sample
+        ``k`` of iteration ``i`` is drawn from its own stream ``(seed, i, k)``, so it is the
+        same however the batch is split."""
+        out = []
         for index in self.shard:
             self.sampler.rng = np.random.default_rng((self.cfg.seed, self.iteration, index))
-            parts.append(self.sampler.batch(1))
+            out.append(draw())
+        return out
+
+    def _batch(self) -> tuple[np.ndarray, ...]:
+        """This rank's share of the global batch (numpy arrays)."""
+        parts = self._per_sample(lambda: self.sampler.batch(1))
         return tuple(np.concatenate(arrays) for arrays in zip(*parts))
 
     def _pairs_2d(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's 2D (input, target) batch on the device, made by numpy or by torch
-        there (``pair_backend``); per-sample random streams as :meth:`_batch`."""
+        there (``pair_backend``); per-sample random streams (:meth:`_per_sample`)."""
         if not self.torch_pairs:
             x, y = self._batch()
             return torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
-        draws = []
-        for index in self.shard:
-            self.sampler.rng = np.random.default_rng((self.cfg.seed, self.iteration, index))
-            draws.append(self.sampler.draw())
+        draws = self._per_sample(self.sampler.draw)
         return make_pairs(draws, self.cfg.patch_size, self.device)
 
     def _loss_2d(self):
@@ -308,7 +311,6 @@ class Trainer:
         pad = cfg.pad_xy
         xt = torch.nn.functional.pad(x, (pad, pad, pad, pad))  # zeros, as the reference
         xt = xt.contiguous(memory_format=torch.channels_last)
-        yt = yt.contiguous()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             denoised, deconvolved = self.net(xt)
         return zs_loss(
