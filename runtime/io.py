@@ -279,10 +279,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_partials(path: Path) -> None:
-    """Delete what a killed writer of ``path`` left behind (its process is gone)."""
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
-        pid = stale.name[len(path.name) + 2 : -len(".partial")]
+def remove_stale_partials(folder: Path, name: str = "*") -> None:
+    """Delete the temporary files that killed writers of ``name`` left in ``folder``.
+
+    Only files of :func:`temporary_path`'s form whose process is gone are removed;
+    ``name="*"`` means every output in the folder (a training run folder).
+    """
+    pattern = ".*.partial" if name == "*" else f".{glob.escape(name)}.*.partial"
+    for stale in folder.glob(pattern):
+        pid = stale.name[: -len(".partial")].rsplit(".", 1)[-1]
         if pid.isdigit() and not _pid_alive(int(pid)):
             with contextlib.suppress(OSError):
                 stale.unlink()
@@ -302,7 +307,7 @@ def check_writable(path: str | os.PathLike, overwrite: bool) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"output folder {describe(folder)} does not exist; create it first")
-    remove_stale_partials(path)
+    remove_stale_partials(folder, path.name)
     probe = temporary_path(path)
     try:  # os.access is not enough (root, read-only mounts, ACLs): really try
         probe.open("wb").close()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -87,11 +90,17 @@ def test_resume_continues_a_run(nuclei, tmp_path):
     image, psf = nuclei
     model = tmp_path / "m.onnx"
     assert run("train", image, "--psf", psf, "-o", model, *FAST).exit_code == 0
-    result = run(
-        "train", "--resume", tmp_path / "m_training", "-o", model, "--iterations", "6", "--quiet"
-    )
+    run_dir = tmp_path / "m_training"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs: what a run killed while writing leaves
+    left = [run_dir / f".{name}.{dead.pid}.partial" for name in ("preview.png", "loss.csv")]
+    live = run_dir / f".loss.png.{os.getppid()}.partial"  # a live writer's file stays
+    for path in (*left, live):
+        path.write_bytes(b"half")
+    result = run("train", "--resume", run_dir, "-o", model, "--iterations", "6", "--quiet")
     assert result.exit_code == 0, result.output
     assert Model(model, provider="cpu").metadata.training["iterations"] == 6
+    assert not any(path.exists() for path in left) and live.exists()
 
 
 def test_train_bad_inputs_are_one_line(nuclei, tmp_path):

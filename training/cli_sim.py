@@ -16,7 +16,7 @@ import numpy as np
 
 from ..runtime.cli import friendly_errors
 from ..runtime.errors import InputError, describe
-from ..runtime.io import check_writable, read_image, write_tiff
+from ..runtime.io import atomic_output, check_writable, read_image, write_tiff
 from ..runtime.psf import PSF, read_psf, resample_psf
 
 log = logging.getLogger(__name__)
@@ -83,9 +83,8 @@ def prepare_sim_training(cfg, psf_path: Path, run_dir: Path | None):
             {"X": fine, "Y": fine},
         )
         write_tiff(run_dir / "sim_psf.tif", sim_psf, "YX", {"X": fine, "Y": fine})
-        (run_dir / "sim_parameters.json").write_text(
-            json.dumps([a.params.to_dict() for a in acquisitions], indent=1)
-        )
+        with atomic_output(run_dir / "sim_parameters.json") as tmp:
+            tmp.write_text(json.dumps([a.params.to_dict() for a in acquisitions], indent=1))
     sampler = SIMPairSampler(acquisitions, cfg, np.random.default_rng(cfg.seed))
     frames = [a.reconstruction for a in acquisitions]
     return frames, PSF(sim_psf, (fine, fine), f"SIM effective PSF of {psf.source}"), fine, sampler

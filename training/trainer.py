@@ -172,6 +172,7 @@ class Trainer:
         self.parity_crop = self._parity_crop(frames[0])
         if self.run_dir is not None:  # only once the inputs were accepted
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_partials(self.run_dir)  # what a run killed while writing left behind
             cfg.save(self.run_dir / "config.json")
         for model in self.sampler.noise:
             log.info("noise model: %s", model.describe())
@@ -215,7 +216,6 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """Write ``checkpoint.pt`` atomically (the previous one stays whole until replaced)."""
         path = self.run_dir / CHECKPOINT
-        remove_stale_partials(path)  # what a run killed while saving left behind
         with atomic_output(path) as tmp:
             try:
                 torch.save(self.state(), tmp)
