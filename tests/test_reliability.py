@@ -82,25 +82,28 @@ def test_sigkill_training_five_times_then_resume_equals_uninterrupted(data, tmp_
     run, run_dir = tmp_path / "killed.onnx", tmp_path / "killed_training"
     resume = [*cli("train", "--resume", run_dir, "-o", run, "--overwrite"), "--quiet"]
     rng = random.Random(4)
+    checkpoint = run_dir / "checkpoint.pt"
+
+    def saved() -> int:  # a new checkpoint is a new file (renamed over the old one)
+        return checkpoint.stat().st_ino if checkpoint.exists() else 0
+
     for kill in range(5):
-        started = (run_dir / "checkpoint.pt").exists()
+        before = saved()
         proc = subprocess.Popen(
-            resume if started else fresh(run), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            resume if before else fresh(run), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
-        if not started:  # the first run: let it reach a checkpoint (however loaded the CPU)
-            deadline = time.monotonic() + 180
-            while not (run_dir / "checkpoint.pt").exists() and proc.poll() is None:
-                assert time.monotonic() < deadline, "no checkpoint within 180 s"
-                time.sleep(0.05)
-            time.sleep(rng.uniform(0.0, 1.0))
-        else:
-            time.sleep(rng.uniform(3.5, 6.5))  # torch's import takes ~3 s, then ~0.1 s per step
+        # each run is killed soon after it saved once: progress is made, however loaded the CPU,
+        # and the 120 iterations are never finished before the fifth kill
+        deadline = time.monotonic() + 180
+        while saved() == before and proc.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint within 180 s"
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.5))
         if proc.poll() is not None:
             pytest.fail(f"run ended before kill {kill + 1}: {proc.stderr.read().decode()[-400:]}")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        if (run_dir / "checkpoint.pt").exists():  # whatever the moment, never corrupt
-            assert load_checkpoint(run_dir)["iteration"] % 4 == 0
+        assert load_checkpoint(run_dir)["iteration"] % 4 == 0  # whatever the moment, never corrupt
     final = subprocess.run(resume, capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
     assert not list(run_dir.glob(".*.partial"))
