@@ -178,8 +178,8 @@ class Model:
         self.session = self._session(model_bytes, options, provider_options(providers, False))
         self.metadata = self._read_metadata()
         if providers[0] == "TensorrtExecutionProvider" and is_fp16(self.metadata):
-            # the flag depends on the metadata, read from a session; TensorRT builds its
-            # engines at the first run, so this second session costs little
+            # the fp16 flag depends on the metadata, which only a session can read: a
+            # second session, with fp16 kernels allowed (start-up cost not measured here)
             chain = provider_options(providers, True)
             self.session = self._session(model_bytes, options, chain)
         self._check_signature()
