@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean fuzz soak
+.PHONY: demo test lint venv system clean fuzz soak wheel
 
 venv: $(STAMP)
 
@@ -22,8 +22,17 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/zsdeconvnet demo -o demo-output
 
-test: $(STAMP)
+# ImageJ, xvfb and Qt's X libraries for the napari and Fiji tests (apt, when this user can)
+system:
+	@bash .ci/system-packages
+
+test: $(STAMP) system
 	$(PY) -m pytest -m "not slow" -q
+
+# A wheel and an sdist in dist/ (what `pip install zsdeconvnet-*.whl` installs anywhere)
+wheel: $(STAMP)
+	$(PIP) install -q build
+	$(PY) -m build --outdir dist .
 
 # The long reliability runs of docs/RELIABILITY.md (the test suite runs smaller versions).
 fuzz: $(STAMP)

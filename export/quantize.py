@@ -8,9 +8,12 @@ runtime feeds and reads it exactly as the fp32 model (meant for GPUs; the CPU pr
 it too, more slowly than fp32, which is what the gate uses).
 
 A reduced model is accepted only if both of its outputs reproduce the fp32 model's within
-``min_psnr`` dB (PSNR of its output against the fp32 output, peak = the fp32 output's range) on
-the calibration tiles; otherwise nothing is written. The metadata contract is carried over,
-with a ``quantization`` record added to the training summary.
+``min_psnr`` dB (PSNR of its output against the fp32 output, the squared errors of all
+calibration tiles pooled, peak = the fp32 output's range over all of them) on the calibration
+tiles and on the self-check tile; otherwise nothing is written. The metadata contract is carried
+over, with a ``quantization`` record added to the training summary and a ``self_check`` record (one
+small tile with its fp32 outputs) that the runtime runs at load, so a model whose kernels
+behave differently on another machine is refused there instead of being silently wrong.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from onnxruntime.quantization import (
 
 from ..runtime.io import atomic_output
 from ..runtime.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
+from ..runtime.selfcheck import MAX_ARRAY_BYTES, make_record, output_psnr
 from .onnx import ExportError
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,50 @@ log = logging.getLogger(__name__)
 MIN_PSNR_DB = 45.0
 #: The reduced precisions ``export --quantize`` offers.
 KINDS = ("int8", "fp16")
+
+#: int8 recipes (``quantize_static`` arguments), compared by ``benchmarks/int8_recipes.py``.
+#: On x86 CPUs without VNNI, onnxruntime multiplies u8 activations by s8 weights with
+#: ``vpmaddubsw``, which adds pairs of products into 16 bits and saturates: full 8-bit weights
+#: then lose the image (measured 23.7 dB against fp32 on an AVX2-only CPU). 7-bit weights
+#: (``reduce_range``) keep every pair sum below 2**15 (2 * 255 * 64), so one model file is
+#: exact on every x86 kind; u8 x u8 takes another kernel with no saturation.
+INT8_RECIPES: dict[str, dict] = {
+    "qdq-s8-perchannel": {
+        "quant_format": QuantFormat.QDQ,
+        "per_channel": True,
+        "activation_type": QuantType.QUInt8,
+        "weight_type": QuantType.QInt8,
+    },
+    "qdq-s8-perchannel-7bit": {
+        "quant_format": QuantFormat.QDQ,
+        "per_channel": True,
+        "reduce_range": True,
+        "activation_type": QuantType.QUInt8,
+        "weight_type": QuantType.QInt8,
+    },
+    "qdq-s8-pertensor-7bit": {
+        "quant_format": QuantFormat.QDQ,
+        "per_channel": False,
+        "reduce_range": True,
+        "activation_type": QuantType.QUInt8,
+        "weight_type": QuantType.QInt8,
+    },
+    "qdq-u8u8-perchannel": {
+        "quant_format": QuantFormat.QDQ,
+        "per_channel": True,
+        "activation_type": QuantType.QUInt8,
+        "weight_type": QuantType.QUInt8,
+    },
+    "qoperator-s8-perchannel-7bit": {
+        "quant_format": QuantFormat.QOperator,
+        "per_channel": True,
+        "reduce_range": True,
+        "activation_type": QuantType.QUInt8,
+        "weight_type": QuantType.QInt8,
+    },
+}
+#: The recipe ``export --quantize int8`` uses (chosen by measurement, benchmarks/RESULTS.md).
+INT8_RECIPE = "qdq-s8-perchannel-7bit"
 
 
 class _Tiles(CalibrationDataReader):
@@ -54,11 +102,24 @@ class _Tiles(CalibrationDataReader):
         return None if tile is None else {INPUT_NAME: tile}
 
 
-def output_psnr(reference: np.ndarray, test: np.ndarray) -> float:
-    """PSNR (dB) of ``test`` against ``reference`` with the reference's range as peak."""
-    peak = float(reference.max() - reference.min())
-    mse = float(np.mean((reference.astype(np.float64) - test) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)
+def check_tile(tile: np.ndarray, size_multiple: tuple[int, ...]) -> np.ndarray:
+    """The centre of a calibration tile, small enough to ride in the model metadata.
+
+    64 px per axis in 2D, 8 x 32 x 32 in 3D (rounded to the model's size multiple); the
+    deconvolved output of the largest is 64 KiB (2D) or 128 KiB (3D) of float32.
+    """
+    spatial = tile.shape[2:]
+    target = (64, 64) if len(spatial) == 2 else (8, 32, 32)
+    size = [
+        max(m, min(s, t) // m * m) if s >= m else s
+        for s, t, m in zip(spatial, target, size_multiple)
+    ]
+    start = [(s - n) // 2 for s, n in zip(spatial, size)]
+    index = tuple(slice(a, a + n) for a, n in zip(start, size))
+    crop = np.ascontiguousarray(tile[(slice(None), slice(None), *index)], dtype=np.float32)
+    if crop.nbytes * 4 ** (len(spatial) - 1) > MAX_ARRAY_BYTES:  # output up to 4x, 2D or 3D
+        raise ExportError(f"calibration tile {crop.shape} too large for a self-check")
+    return crop
 
 
 def quantize_model(
@@ -67,8 +128,13 @@ def quantize_model(
     tiles: list[np.ndarray],
     min_psnr: float = MIN_PSNR_DB,
     kind: str = "int8",
+    recipe: str = INT8_RECIPE,
 ) -> dict[str, float]:
     """Write an int8 (QDQ) or fp16 version of ``fp32_path`` if it passes the quality gate.
+
+    The written model carries a self-check (``runtime.selfcheck``): the centre of the first
+    tile with the fp32 outputs for it, and ``min_psnr``, so that the runtime refuses the model
+    on a machine where it misses the gate. That tile is part of the gate here too.
 
     Parameters
     ----------
@@ -81,27 +147,32 @@ def quantize_model(
     min_psnr : float
         Refuse the quantised model below this PSNR (dB) of either output against fp32.
     kind : {"int8", "fp16"}
-        int8: static QDQ, per-channel weights (CPU speed). fp16: half-precision graph with
-        float32 input and outputs (GPU speed).
+        int8: static QDQ, 7-bit per-channel weights (CPU speed). fp16: half-precision graph
+        with float32 input and outputs (GPU speed).
+    recipe : str
+        int8 only: one of ``INT8_RECIPES`` (the default is right on every x86 CPU).
 
     Returns
     -------
     dict
-        PSNR (dB) per output on the calibration tiles.
+        PSNR (dB) per output, the worst over the calibration tiles and the check tile.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if recipe not in INT8_RECIPES:
+        raise ValueError(f"recipe must be one of {list(INT8_RECIPES)}, got {recipe!r}")
     fp32 = onnx.load(str(fp32_path))
     props = {p.key: p.value for p in fp32.metadata_props}
     metadata = ModelMetadata.from_props(props, source=f"model '{fp32_path}'")
+    probe = check_tile(tiles[0], metadata.size_multiple)
     with tempfile.TemporaryDirectory() as tmp:
         reduced = Path(tmp) / f"{kind}.onnx"
         if kind == "int8":
-            _int8(fp32_path, reduced, tiles, tmp)
+            _int8(fp32_path, reduced, tiles, tmp, recipe)
         else:
             _fp16(fp32, reduced)
-        scores = _compare(str(fp32_path), str(reduced), tiles)
-        worst = min(scores.values())
+        scores, probe_scores, probe_out, peak = _compare(str(fp32_path), str(reduced), tiles, probe)
+        worst = min(min(scores.values()), min(probe_scores.values()))
         if not worst >= min_psnr:
             raise ExportError(
                 f"{kind} model reproduces fp32 only to {worst:.1f} dB (< {min_psnr:g} dB); "
@@ -110,11 +181,12 @@ def quantize_model(
         proto = onnx.load(str(reduced))
     training = dict(metadata.training)
     training["quantization"] = {
-        "type": DESCRIPTIONS[kind],
+        "type": DESCRIPTIONS[kind] if kind == "fp16" else f"int8 static {recipe}",
         "calibration_tiles": len(tiles),
         "psnr_vs_fp32_db": {k: round(v, 2) for k, v in scores.items()},
     }
-    record = ModelMetadata(**{**metadata.__dict__, "training": training})
+    check = make_record(probe, probe_out, min_psnr, probe_scores, peak)
+    record = ModelMetadata(**{**metadata.__dict__, "training": training, "self_check": check})
     del proto.metadata_props[:]
     for key, value in record.to_props().items():
         entry = proto.metadata_props.add()
@@ -126,23 +198,14 @@ def quantize_model(
 
 
 DESCRIPTIONS = {
-    "int8": "int8 static QDQ, per-channel weights",
     "fp16": "fp16 weights and activations, float32 input and outputs",
 }
 
 
-def _int8(fp32_path, output: Path, tiles: list[np.ndarray], tmp: str) -> None:
+def _int8(fp32_path, output: Path, tiles: list[np.ndarray], tmp: str, recipe: str) -> None:
     prepared = Path(tmp) / "prepared.onnx"
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-    quantize_static(
-        str(prepared),
-        str(output),
-        _Tiles(tiles),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
+    quantize_static(str(prepared), str(output), _Tiles(tiles), **INT8_RECIPES[recipe])
 
 
 def _fp16(fp32: onnx.ModelProto, output: Path) -> None:
@@ -175,11 +238,31 @@ def _restore_float_scales(graph: onnx.GraphProto) -> None:
             tensor.CopyFrom(onnx.numpy_helper.from_array(value, tensor.name))
 
 
-def _compare(fp32: str, int8: str, tiles: list[np.ndarray]) -> dict[str, float]:
-    sessions = [ort.InferenceSession(p, providers=["CPUExecutionProvider"]) for p in (fp32, int8)]
-    scores: dict[str, list[float]] = {name: [] for name in OUTPUT_NAMES}
+def _compare(
+    fp32: str, reduced: str, tiles: list[np.ndarray], probe: np.ndarray
+) -> tuple[dict[str, float], dict[str, float], dict[str, np.ndarray], dict[str, float]]:
+    """PSNR of the reduced model against fp32, per output, over the tiles and on the probe.
+
+    The peak is the fp32 output's range over all tiles together, and the tiles' squared errors
+    are pooled, so a dim tile is judged against the image's range as the whole image would be.
+    Returns the tiles' PSNR, the probe's PSNR, the fp32 outputs on the probe and the peaks.
+    """
+    sessions = [
+        ort.InferenceSession(p, providers=["CPUExecutionProvider"]) for p in (fp32, reduced)
+    ]
+    squared = {name: [] for name in OUTPUT_NAMES}
+    low = {name: np.inf for name in OUTPUT_NAMES}
+    high = {name: -np.inf for name in OUTPUT_NAMES}
     for tile in tiles:
         a, b = (s.run(list(OUTPUT_NAMES), {INPUT_NAME: tile}) for s in sessions)
         for name, x, y in zip(OUTPUT_NAMES, a, b):
-            scores[name].append(output_psnr(x, y))
-    return {name: float(np.min(v)) for name, v in scores.items()}
+            squared[name].append(float(np.mean((x.astype(np.float64) - y) ** 2)))
+            low[name], high[name] = min(low[name], float(x.min())), max(high[name], float(x.max()))
+    peak = {name: max(high[name] - low[name], 1e-12) for name in OUTPUT_NAMES}
+    scores = {
+        name: float(10 * np.log10(peak[name] ** 2 / max(np.mean(squared[name]), 1e-30)))
+        for name in OUTPUT_NAMES
+    }
+    a, b = (s.run(list(OUTPUT_NAMES), {INPUT_NAME: probe}) for s in sessions)
+    probe_scores = {name: output_psnr(x, y, peak[name]) for name, x, y in zip(OUTPUT_NAMES, a, b)}
+    return scores, probe_scores, dict(zip(OUTPUT_NAMES, a)), peak

@@ -99,6 +99,7 @@ def launch(fiji_dir):
     type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
     default="auto",
     show_default=True,
+    help="onnxruntime execution provider for the models it serves.",
 )
 @click.option(
     "--info-file",

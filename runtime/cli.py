@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import glob
 import importlib
+import importlib.util
 import logging
 import os
 import sys
@@ -18,50 +19,60 @@ import click
 
 from .. import __version__
 from .errors import InputError
+from .tiling import DEFAULT_TILE
 from .zarr_io import is_zarr
 
-#: name -> (module:attribute, one-line help, needs the train extra)
-COMMANDS: dict[str, tuple[str, str, bool]] = {
-    "predict": ("zsdeconvnet.runtime.cli:predict", "Restore images with a model file.", False),
-    "info": ("zsdeconvnet.runtime.cli:info", "Describe a model file and the runtime.", False),
-    "psf": ("zsdeconvnet.training.cli_physics:psf", "Generate a PSF from the optics.", True),
+#: What the torch commands import, and the install line that brings it
+TRAIN = ("torch", "onnx", "onnxscript", "scipy", "skimage", "matplotlib")
+#: What the physics commands (psf, simulate, evaluate) import: no torch
+PHYSICS = ("scipy", "skimage")
+INSTALL_HINT = {
+    TRAIN: "pip install torch==2.13.0 'zsdeconvnet[train]'",
+    PHYSICS: "pip install 'zsdeconvnet[physics]'",
+}
+
+#: name -> (module:attribute, one-line help, modules it needs beyond the runtime)
+COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "predict": ("zsdeconvnet.runtime.cli:predict", "Restore images with a model file.", ()),
+    "info": ("zsdeconvnet.runtime.cli:info", "Describe a model file and the runtime.", ()),
+    "psf": ("zsdeconvnet.training.cli_physics:psf", "Generate a PSF from the optics.", PHYSICS),
     "simulate": (
         "zsdeconvnet.training.cli_physics:simulate",
         "Simulate noisy data with PSF and ground truth.",
-        True,
+        PHYSICS,
     ),
-    "train": ("zsdeconvnet.training.cli:train", "Zero-shot training on the image itself.", True),
-    "export": ("zsdeconvnet.training.cli:export", "Export a training checkpoint to ONNX.", True),
+    "train": ("zsdeconvnet.training.cli:train", "Zero-shot training on the image itself.", TRAIN),
+    "export": ("zsdeconvnet.training.cli:export", "Export a training checkpoint to ONNX.", TRAIN),
     "adapt": (
         "zsdeconvnet.training.cli:adapt",
         "Fine-tune per frame, then restore it (test-time adaptation).",
-        True,
+        TRAIN,
     ),
-    "fiji": ("zsdeconvnet.fiji_bridge.cli:fiji", "Fiji / ImageJ: install macros, launch.", False),
+    "fiji": ("zsdeconvnet.fiji_bridge.cli:fiji", "Fiji / ImageJ: install macros, launch.", ()),
     "serve": (
         "zsdeconvnet.fiji_bridge.cli:serve",
         "Warm prediction server for macros (127.0.0.1).",
-        False,
+        (),
     ),
     "sim-reconstruct": (
         "zsdeconvnet.training.cli_sim:sim_reconstruct",
         "Conventional 2D-SIM reconstruction of raw frames.",
-        True,
+        TRAIN,
     ),
     "sim-recorrupt": (
         "zsdeconvnet.training.cli_sim:sim_recorrupt",
         "Recorrupt raw SIM frames into training pairs.",
-        True,
+        TRAIN,
     ),
     "demo": (
         "zsdeconvnet.training.demo:demo",
         "The main job on a shipped image: psf, train, export, predict.",
-        True,
+        TRAIN,
     ),
     "evaluate": (
         "zsdeconvnet.training.cli_physics:evaluate",
         "PSNR/SSIM (paper protocol) and bead FWHM against a reference.",
-        True,
+        PHYSICS,
     ),
 }
 
@@ -75,21 +86,18 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
-        target, help_text, needs_torch = COMMANDS[name]
+        target, help_text, requires = COMMANDS[name]
         module_name, attr = target.split(":")
+        # checked before importing: several commands import their heavy modules only when run
+        absent = [m for m in requires if importlib.util.find_spec(m) is None]
+        if absent:
+            return _missing_extra(name, help_text, absent[0], INSTALL_HINT[requires])
         try:
             module = importlib.import_module(module_name)
         except ImportError as err:
-            missing = getattr(err, "name", "") or ""
-            if needs_torch and missing.split(".")[0] in {
-                "torch",
-                "onnx",
-                "onnxscript",
-                "scipy",
-                "skimage",
-                "matplotlib",
-            }:
-                return _missing_extra(name, help_text, missing)
+            missing = (getattr(err, "name", "") or "").split(".")[0]
+            if requires and missing in requires:
+                return _missing_extra(name, help_text, missing, INSTALL_HINT[requires])
             raise
         return getattr(module, attr)
 
@@ -99,14 +107,17 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
-def _missing_extra(name: str, help_text: str, missing: str) -> click.Command:
-    @click.command(name=name, help=help_text, context_settings={"ignore_unknown_options": True})
+def _missing_extra(name: str, help_text: str, missing: str, hint: str) -> click.Command:
+    message = f"'{name}' needs {missing}, which is not installed; install it with: {hint}"
+
+    @click.command(
+        name=name,
+        help=f"{help_text}\n\nNot available here: {message}.",
+        context_settings={"ignore_unknown_options": True},
+    )
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def stub(args: tuple[str, ...]) -> None:
-        raise click.ClickException(
-            f"'{name}' needs the training dependencies ({missing} is not installed); "
-            "install them with: pip install torch==2.13.0 'zsdeconvnet[train]'"
-        )
+        raise click.ClickException(message)
 
     return stub
 
@@ -187,10 +198,13 @@ def output_plan(
 ) -> list[tuple[Path, Path, Path | None]]:
     """Pair each input with its output paths (a directory when there are several inputs).
 
-    In a directory, outputs keep the input's name; with ``zarr`` they are ``STEM.zarr``.
+    In a directory, outputs keep the input's name; with ``zarr`` they are ``STEM.zarr``. An
+    output that is one of the inputs is refused whatever the flags: inputs are never replaced.
     """
     if len(inputs) == 1 and (not output.is_dir() or is_zarr(output)):
-        return [(inputs[0], output, denoised)]
+        jobs = [(inputs[0], output, denoised)]
+        _refuse_overlaps(inputs, jobs)
+        return jobs
     if output.exists() and not output.is_dir():
         raise InputError(
             f"{len(inputs)} inputs need -o to be a directory, but '{output}' is a file"
@@ -199,15 +213,39 @@ def output_plan(
         raise InputError(
             f"with several inputs --denoised must be a directory, '{denoised}' is a file"
         )
-    output.mkdir(parents=True, exist_ok=True)
-    if denoised is not None:
-        denoised.mkdir(parents=True, exist_ok=True)
     names = [p.stem + ".zarr" if zarr else p.name for p in inputs]
     if len(set(names)) != len(names):
         raise InputError("several inputs share a file name; their outputs would collide")
-    return [
+    jobs = [
         (p, output / name, denoised / name if denoised else None) for p, name in zip(inputs, names)
     ]
+    _refuse_overlaps(inputs, jobs)
+    output.mkdir(parents=True, exist_ok=True)
+    if denoised is not None:
+        denoised.mkdir(parents=True, exist_ok=True)
+    return jobs
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def _refuse_overlaps(inputs: list[Path], jobs: list[tuple[Path, Path, Path | None]]) -> None:
+    """Refuse outputs that are inputs (``--overwrite`` included) or that are each other."""
+    for _, out, den in jobs:
+        for target, option in ((out, "-o"), (den, "--denoised")):
+            if target is None:
+                continue
+            clash = next((p for p in inputs if _same_path(p, target)), None)
+            if clash is not None:
+                raise InputError(
+                    f"output '{target}' ({option}) is the input '{clash}'; inputs are never "
+                    "replaced: write the result to another file or folder"
+                )
+        if den is not None and _same_path(out, den):
+            raise InputError(f"-o and --denoised both name '{out}'; give two different paths")
 
 
 @main.command()
@@ -227,7 +265,7 @@ def output_plan(
 )
 @click.option(
     "--tile",
-    default=256,
+    default=DEFAULT_TILE,
     show_default=True,
     type=int,
     help="Tile size in y and x (input px); 0 = whole frame.",
@@ -417,6 +455,7 @@ def _predict_blocks(
     type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
     default="auto",
     show_default=True,
+    help="onnxruntime execution provider to load it with.",
 )
 @friendly_errors
 def info(model, provider):
@@ -429,12 +468,21 @@ def info(model, provider):
     import onnxruntime as ort
 
     from .model import Model, installed_onnxruntime_distributions
+    from .selfcheck import int8_kernels, run_self_check
 
-    loaded = Model(model, provider=provider)
+    loaded = Model(model, provider=provider, self_check=False)
     click.echo(f"model          : {model} ({os.path.getsize(model) / 1e6:.1f} MB)")
     click.echo(loaded.metadata.summary())
     click.echo(f"onnxruntime    : {ort.__version__}, available {ort.get_available_providers()}")
-    click.echo(f"runs on        : {loaded.active_provider}")
+    click.echo(f"runs on        : {loaded.active_provider} ({int8_kernels()})")
+    if loaded.metadata.self_check is not None:
+        try:
+            scores = run_self_check(loaded.run, loaded.metadata.self_check, "this model")
+        except InputError as err:
+            click.echo(f"self-check here: FAILS, predict refuses it: {err}")
+        else:
+            measured = ", ".join(f"{k} {v:.1f} dB" for k, v in scores.items())
+            click.echo(f"self-check here: passes ({measured})")
     dists = installed_onnxruntime_distributions()
     if len(dists) > 1:
         click.echo(

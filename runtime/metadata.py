@@ -79,6 +79,9 @@ class ModelMetadata:
         Training summary: preset, iterations, seed, software version, date, ...
     channel : int or None
         Channel of a multi-channel training file the model was trained on, if any.
+    self_check : dict or None
+        Reduced-precision models only: a check tile, its fp32 outputs and the gate (dB) the
+        model must reach on the machine that runs it (``runtime.selfcheck``).
     format_version : int
         Schema version of this record.
     """
@@ -94,6 +97,7 @@ class ModelMetadata:
     psf: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     channel: int | None = None
+    self_check: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -118,6 +122,8 @@ class ModelMetadata:
             value = getattr(self, name)
             if value is not None and (len(value) != self.ndim or any(v <= 0 for v in value)):
                 raise InputError(f"{name} must be {self.ndim} positive numbers, got {value}")
+        if self.self_check is not None and not isinstance(self.self_check, dict):
+            raise InputError("self_check must be a record (JSON object); the file is corrupt")
 
     # -- (de)serialisation -------------------------------------------------------------------
 
@@ -188,6 +194,14 @@ class ModelMetadata:
         ]
         if self.channel is not None:
             lines.append(f"channel        : {self.channel}")
+        if isinstance(self.self_check, dict):
+            tile = self.self_check.get("input")
+            shape = tile.get("shape", []) if isinstance(tile, dict) else []
+            lines.append(
+                f"self-check     : {'x'.join(map(str, shape[2:]))} tile, gate "
+                f"{self.self_check.get('gate_db')} dB, at export "
+                f"{self.self_check.get('psnr_at_export_db')}"
+            )
         if self.psf:
             lines.append("psf            : " + ", ".join(f"{k}={v}" for k, v in self.psf.items()))
         if self.training:

@@ -19,6 +19,7 @@ import onnxruntime as ort
 
 from .errors import InputError, describe
 from .metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
+from .selfcheck import int8_kernels, run_self_check
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,9 @@ class Model:
     io_binding : bool
         Run through onnxruntime's I/O binding: outputs are allocated by the provider (on a GPU,
         in device memory) and copied to the host once, instead of through numpy twice.
+    self_check : bool
+        Run a reduced-precision model's check tile once and refuse the model if it misses its
+        gate on this machine (``runtime.selfcheck``). Off only for benchmarks that measure it.
 
     Attributes
     ----------
@@ -139,6 +143,8 @@ class Model:
         The validated contract read from the file.
     active_provider : str
         The provider that really runs the graph (onnxruntime falls back silently; we do not).
+    check_psnr_db : dict or None
+        What the self-check measured here (dB per output), for reduced-precision models.
     """
 
     def __init__(
@@ -147,6 +153,7 @@ class Model:
         provider: str = "auto",
         threads: int | None = None,
         io_binding: bool = False,
+        self_check: bool = True,
     ):
         self.path = Path(path)
         self.io_binding = io_binding
@@ -190,6 +197,16 @@ class Model:
                 providers[0],
                 self.active_provider,
             )
+        self.check_psnr_db = None
+        if self_check and self.metadata.self_check is not None:
+            cpu = self.active_provider == "CPUExecutionProvider"
+            self.check_psnr_db = run_self_check(
+                self.run,
+                self.metadata.self_check,
+                f"model {describe(self.path)}",
+                int8_kernels() if cpu else self.active_provider,
+            )
+            log.info("self-check on this machine: %s dB", self.check_psnr_db)
 
     def _session(self, model_bytes: bytes, options, providers: list):
         path = self.path

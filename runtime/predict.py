@@ -19,11 +19,18 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .errors import InputError, describe
-from .io import Image, check_writable, memmap_output, read_input, release_pages
+from .io import (
+    Image,
+    check_writable,
+    memmap_output,
+    plain_stack_as_z,
+    read_input,
+    release_pages,
+)
 from .model import Model
 from .normalize import denormalize, frame_range, normalize
 from .postprocess import damp_stripes
-from .tiling import PAD_MODES, TilePlan, plan_tiles, read_tile
+from .tiling import DEFAULT_TILE, PAD_MODES, TilePlan, plan_tiles, read_tile
 from .zarr_io import frame_of
 
 log = logging.getLogger(__name__)
@@ -84,7 +91,7 @@ class PredictOptions:
         Show a progress bar.
     """
 
-    tile: int | None = 512
+    tile: int | None = DEFAULT_TILE
     tile_z: int | None = None
     overlap: int | None = None
     overlap_z: int | None = None
@@ -311,6 +318,14 @@ class Predictor:
             data = np.take(data, channel, axis=axes.index("C"))
             axes = axes.replace("C", "")
         spatial = "YX" if self.ndim == 2 else "ZYX"
+        if self.ndim == 3:
+            axes = plain_stack_as_z(image, axes)
+        elif "Z" in axes and data.shape[axes.index("Z")] > 1:
+            log.warning(
+                "%s is a Z stack and the model is 2D: it is restored plane by plane (for a "
+                "volume, train a 3D model with --mode 3d)",
+                describe(image.path),
+            )
         if not axes.endswith(spatial):
             raise InputError(
                 f"{describe(image.path)} has axes {axes!r} but the model is {self.ndim}D and needs "

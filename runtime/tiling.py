@@ -23,6 +23,10 @@ import numpy as np
 
 from .errors import InputError
 
+#: Default tile size in y and x (input px): 1.9 GB peak on a 4096x4096 image, a laptop's memory
+#: (benchmarks/RESULTS.md, memory); ``predict --tile`` and ``PredictOptions.tile`` both use it
+DEFAULT_TILE = 512
+
 PAD_MODES = ("reflect", "edge")
 
 

@@ -273,3 +273,116 @@ def test_training_commands_without_torch_say_what_to_install(tmp_path):
     )
     assert done.returncode == 1
     assert "zsdeconvnet[train]" in done.stderr and "Traceback" not in done.stderr
+
+
+def _without(modules: tuple[str, ...], argv: list[str], cwd: Path):
+    script = (
+        "import sys\n"
+        f"for name in {modules!r}:\n"
+        "    sys.modules[name] = None  # as if it were not installed\n"
+        "from zsdeconvnet.runtime.cli import main\n"
+        f"main({argv!r})\n"
+    )
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=cwd)
+
+
+def _commands_needing(extra):
+    from zsdeconvnet.runtime.cli import COMMANDS
+
+    return sorted(name for name, (_, _, needs) in COMMANDS.items() if needs == extra)
+
+
+@pytest.mark.parametrize(
+    "name", _commands_needing(("torch", "onnx", "onnxscript", "scipy", "skimage", "matplotlib"))
+)
+def test_every_torch_command_without_torch_prints_the_install_hint(name, tmp_path):
+    """demo, sim-reconstruct and sim-recorrupt import torch or scipy only when run."""
+    done = _without(("torch",), [name, "x.tif"], tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "zsdeconvnet[train]" in done.stderr and "Traceback" not in done.stderr
+    helped = _without(("torch",), [name, "--help"], tmp_path)
+    assert helped.returncode == 0 and "zsdeconvnet[train]" in helped.stdout
+
+
+@pytest.mark.parametrize("name", _commands_needing(("scipy", "skimage")))
+def test_physics_commands_without_scipy_name_the_physics_extra(name, tmp_path):
+    done = _without(("scipy", "skimage"), [name, "x.tif"], tmp_path)
+    assert done.returncode == 1 and "zsdeconvnet[physics]" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_every_option_has_help_text():
+    import click
+    from zsdeconvnet.runtime.cli import COMMANDS
+
+    ctx = click.Context(main)
+    bare = []
+    for name in COMMANDS:
+        command = main.get_command(ctx, name)
+        commands = command.commands.items() if isinstance(command, click.Group) else [("", command)]
+        for sub, cmd in commands:
+            bare += [
+                f"{name} {sub} {'/'.join(p.opts)}".replace("  ", " ")
+                for p in cmd.params
+                if isinstance(p, click.Option) and not p.hidden and not p.help
+            ]
+    assert bare == []
+
+
+def test_predict_tile_default_is_the_runtime_default():
+    from zsdeconvnet.runtime.predict import PredictOptions
+
+    tile = next(p for p in main.get_command(None, "predict").params if p.name == "tile")
+    assert tile.default == PredictOptions().tile == 512
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_an_output_that_is_the_input_is_refused_whatever_the_flags(
+    model2d, image2d, tmp_path, overwrite
+):
+    before = image2d.read_bytes()
+    same = run("predict", model2d, image2d, "-o", image2d, *overwrite, "--quiet")
+    assert same.exit_code == 2 and "is the input" in same.output
+    den = run(
+        "predict",
+        model2d,
+        image2d,
+        "-o",
+        tmp_path / "sr.tif",
+        "--denoised",
+        image2d,
+        *overwrite,
+        "--quiet",
+    )
+    assert den.exit_code == 2 and "is the input" in den.output
+    # several inputs into their own folder: every output would replace its input
+    other = tmp_path / "b.tif"
+    other.write_bytes(before)
+    folder = run("predict", model2d, image2d, other, "-o", tmp_path, *overwrite, "--quiet")
+    assert folder.exit_code == 2 and "is the input" in folder.output
+    assert image2d.read_bytes() == before and not (tmp_path / "sr.tif").exists()
+
+
+def test_a_3d_model_reads_a_plain_multipage_tiff_as_z_as_train_does(model3d, tmp_path, caplog):
+    path = tmp_path / "plain.tif"
+    stack = np.random.default_rng(0).random((9, 20, 24), dtype=np.float32)
+    tifffile.imwrite(path, stack)  # no ImageJ metadata: tifffile reads its axes as 'QYX'
+    assert read_image(path).axes == "TYX"
+    out = tmp_path / "sr.tif"
+    with caplog.at_level("WARNING"):
+        result = run("predict", model3d, path, "-o", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "reading it as a Z stack" in caplog.text
+    assert tifffile.imread(out).shape == (9, 40, 48)
+
+
+def test_a_2d_model_on_a_z_stack_says_it_goes_plane_by_plane(model2d, tmp_path, caplog):
+    from zsdeconvnet.runtime.io import write_tiff
+
+    path = tmp_path / "stack.tif"
+    stack = np.random.default_rng(0).random((3, 20, 24), dtype=np.float32)
+    write_tiff(path, stack, "ZYX", {"X": 65.0, "Y": 65.0, "Z": 200.0})
+    with caplog.at_level("WARNING"):
+        result = run("predict", model2d, path, "-o", tmp_path / "sr.tif", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "plane by plane" in caplog.text

@@ -11,7 +11,7 @@ import torch  # noqa: F401  (fail at import: the lazy CLI turns this into an ins
 
 from ..runtime.cli import expand_inputs, friendly_errors
 from ..runtime.errors import InputError, describe
-from ..runtime.io import check_writable, file_sha256, read_image
+from ..runtime.io import check_writable, file_sha256, plain_stack_as_z, read_image
 from ..runtime.psf import read_psf
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,8 @@ def load_frames(
                 raise InputError(f"{describe(path)} has {n} channels; --channel {c} does not exist")
             data = np.take(data, c, axis=axes.index("C"))
             axes = axes.replace("C", "")
-        if ndim == 3 and axes == "TYX" and image.pixel_size_nm.get("Z") is None:
-            log.warning(
-                "%s is a plain stack of planes; reading it as a Z stack (--mode 3d)", path.name
-            )
-            axes = "ZYX"
+        if ndim == 3:
+            axes = plain_stack_as_z(image, axes)
         if ndim == 3 and not axes.endswith("ZYX"):
             raise InputError(
                 f"{describe(path)} has axes {axes!r}; 3D training needs a Z stack (ZYX), saved "
@@ -234,8 +231,15 @@ def _train_and_export(cfg, output, progress, resume, overwrite, callback, world)
 )
 @click.option("--z-step", type=float, default=None, help="Stack z step (nm), 3D.")
 @click.option("--psf-z-step", type=float, default=None, help="PSF z step (nm), 3D.")
-@click.option("--batch-size", type=int, default=None)
-@click.option("--patch-size", type=int, default=None)
+@click.option(
+    "--batch-size", type=int, default=None, help="Patches per step (default: the preset's)."
+)
+@click.option(
+    "--patch-size",
+    type=int,
+    default=None,
+    help="Training patch side (input px; default: the preset's).",
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--threads", type=int, default=None, help="CPU threads.")
 @click.option(
@@ -310,7 +314,7 @@ def train(
       zsdeconvnet train --resume cell_training -o cell.onnx --overwrite
       zsdeconvnet train stack.tif --psf psf3d.tif -o stack.onnx --mode 3d --z-step 200
       zsdeconvnet train raw_sim.tif --psf psf.tif -o sim.onnx --mode sim2d
-      torchrun --standalone --nproc-per-node 4 -m zsdeconvnet train cell.tif --psf psf.tif \
+      torchrun --standalone --nproc-per-node 4 -m zsdeconvnet train cell.tif --psf psf.tif \\
           -o cell.onnx --preset paper --device cuda --distributed
     """
     from .config import TrainConfig
@@ -395,7 +399,7 @@ def train(
     help="Also (or only) write a bioimage.io model package (.zip, spec 0.5) for deepImageJ, "
     "ilastik, BiaPy (needs the 'bioimageio' extra).",
 )
-@click.option("--overwrite", is_flag=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing model file.")
 @friendly_errors
 def export(checkpoint, output, quantize, min_psnr, bioimageio, overwrite):
     """Export a training CHECKPOINT (file or run folder) to a self-describing ONNX model.
@@ -437,8 +441,19 @@ def export(checkpoint, output, quantize, min_psnr, bioimageio, overwrite):
 @click.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--denoised", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Deconvolved (super-resolved) TIFF to write.",
+)
+@click.option(
+    "--denoised",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write stage 1's denoised TIFF here.",
+)
 @click.option(
     "--iterations",
     type=int,
@@ -446,8 +461,10 @@ def export(checkpoint, output, quantize, min_psnr, bioimageio, overwrite):
     show_default=True,
     help="Fine-tuning iterations per frame.",
 )
-@click.option("--channel", type=int, default=None)
-@click.option("--overwrite", is_flag=True)
+@click.option(
+    "--channel", type=int, default=None, help="Channel of a multi-channel file (default: 0)."
+)
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @friendly_errors
 def adapt(checkpoint, image, output, denoised, iterations, channel, overwrite):
     """Restore each frame of IMAGE after fine-tuning a copy of the model on it.

@@ -42,7 +42,7 @@ from ..runtime.io import check_writable, read_image, write_tiff
     default=None,
     help="Excitation wavelength (nm) for --model confocal (default: the emission).",
 )
-@click.option("--overwrite", is_flag=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing PSF file.")
 @friendly_errors
 def psf(
     output,
@@ -98,6 +98,7 @@ def psf(
     type=click.Choice(["filaments", "puncta", "mixed", "beads", "sheets"]),
     default="mixed",
     show_default=True,
+    help="What the ground truth holds.",
 )
 @click.option(
     "--photons",
@@ -107,7 +108,13 @@ def psf(
     help="Mean photons per pixel on the structure (the paper uses 5-25).",
 )
 @click.option("--size", type=int, default=256, show_default=True, help="Camera pixels in y and x.")
-@click.option("--dims", type=click.Choice(["2", "3"]), default="2", show_default=True)
+@click.option(
+    "--dims",
+    type=click.Choice(["2", "3"]),
+    default="2",
+    show_default=True,
+    help="2D image or 3D stack.",
+)
 @click.option("--z-size", type=int, default=32, show_default=True, help="Planes (3D).")
 @click.option(
     "--pixel-size",
@@ -118,7 +125,9 @@ def psf(
 @click.option("--z-step", type=float, default=160, show_default=True, help="Plane step (nm, 3D).")
 @click.option("--na", type=float, default=None, help="NA; default 1.49 (2D TIRF) / 1.1 (3D).")
 @click.option("--wavelength", type=float, default=525, show_default=True, help="Emission (nm).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same data)."
+)
 @click.option(
     "--sim",
     is_flag=True,

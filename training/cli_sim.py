@@ -99,8 +99,19 @@ _BACKGROUND = click.option(
 
 @click.command("sim-reconstruct")
 @_RAW
-@click.option("--psf", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--psf",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Widefield PSF TIFF of the detection path.",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Reconstruction TIFF to write (half the camera pixel).",
+)
 @click.option(
     "--wiener", type=float, default=0.05, show_default=True, help="Wiener constant (smoother: up)."
 )
@@ -108,7 +119,7 @@ _BACKGROUND = click.option(
 @_BACKGROUND
 @click.option("--pixel-size", type=float, default=None, help="Camera pixel (nm).")
 @click.option("--psf-pixel-size", type=float, default=None, help="PSF pixel (nm).")
-@click.option("--overwrite", is_flag=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @friendly_errors
 def sim_reconstruct(
     raw, psf, output, wiener, phases, background, pixel_size, psf_pixel_size, overwrite
@@ -138,12 +149,20 @@ def sim_reconstruct(
 
 @click.command("sim-recorrupt")
 @_RAW
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for pair_NNN_input.tif and pair_NNN_target.tif.",
+)
 @click.option("--pairs", type=int, default=16, show_default=True, help="Recorrupted pairs.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same pairs)."
+)
 @_PHASES
 @_BACKGROUND
-@click.option("--overwrite", is_flag=True)
+@click.option("--overwrite", is_flag=True, help="Replace existing pair files.")
 @friendly_errors
 def sim_recorrupt(raw, output, pairs, seed, phases, background, overwrite):
     """Recorrupt raw SIM frames into PAIRS of (input, target) raw sets.

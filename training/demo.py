@@ -37,7 +37,9 @@ OPTICS = {"na": 0.75, "wavelength_nm": 460.0, "pixel_nm": 325.0, "refractive_ind
     show_default=True,
     help="Training iterations (fast preset; ~0.35 s each on a 2-core CPU).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same model)."
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @friendly_errors
 def demo(output, iterations, seed, quiet):

@@ -47,27 +47,40 @@ def loss_curve(csv_path: Path, png_path: Path) -> None:
 def side_by_side(panels: list[tuple[str, np.ndarray]], png_path: Path, width: float = 4) -> None:
     """Save images next to each other (each percentile-scaled), titled."""
     plt = _figure()
-    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), width), dpi=100)
+    size = (width * len(panels), width + 0.4)  # room for the titles
+    fig, axes = plt.subplots(1, len(panels), figsize=size, dpi=100, layout="constrained")
     for ax, (title, image) in zip(np.atleast_1d(axes), panels):
         lo, hi = np.percentile(image, [0.5, 99.8])
         ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
         ax.set_title(title)
         ax.axis("off")
-    fig.tight_layout()
     with atomic_output(png_path) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
 
 
 def preview(model: torch.nn.Module, crop: np.ndarray, cfg, png_path: Path) -> None:
-    """raw | denoised | deconvolved on the stored training crop."""
+    """raw | denoised | deconvolved on the stored training crop.
+
+    The crop is reflect-padded in y and x before the network sees it and the padding is cut
+    from the outputs, as the runtime pads an image: without it the network's zero padding
+    draws a bright or dark frame that predictions do not have.
+    """
+    multiple = cfg.size_multiple if cfg.ndim == 2 else 1
+    pad = min(multiple * -(-32 // multiple), (min(crop.shape[-2:]) - 1) // multiple * multiple)
+    widths = [(0, 0)] * (crop.ndim - 2) + [(pad, pad)] * 2
+    padded = np.pad(crop, widths, mode="reflect").astype(np.float32)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     with torch.no_grad():
-        den, dec = model(torch.from_numpy(crop[None, None]).to(device))
+        den, dec = model(torch.from_numpy(padded[None, None]).to(device))
     model.train(was_training)
     den, dec = den[0, 0].float().cpu().numpy(), dec[0, 0].float().cpu().numpy()
+    up = dec.shape[-1] // den.shape[-1]
+    if pad:
+        den = den[..., pad:-pad, pad:-pad]
+        dec = dec[..., up * pad : -up * pad, up * pad : -up * pad]
     if crop.ndim == 3:  # stacks: the middle plane
         mid = crop.shape[0] // 2
         crop, den, dec = crop[mid], den[mid], dec[mid]

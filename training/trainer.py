@@ -15,6 +15,7 @@ import errno
 import logging
 import math
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -421,10 +422,20 @@ def load_checkpoint(path: str | Path) -> dict:
         path = path / CHECKPOINT
     if not path.is_file():
         raise InputError(f"checkpoint {describe(path)} does not exist; give the training folder")
+    fix = "give the run folder or checkpoint.pt written by 'zsdeconvnet train'"
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise InputError(f"{describe(path)} is not a zsdeconvnet checkpoint; {fix}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, truncated zip, code in the pickle
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:150]
+        if "weights only" in str(err).lower():
+            raise InputError(
+                f"checkpoint {describe(path)} cannot be loaded safely: it holds objects other "
+                f"than tensors and plain data (loading them could run code); {fix}"
+            ) from None
+        raise InputError(f"checkpoint {describe(path)} is damaged or truncated; {fix}") from None
+    if not isinstance(state, dict) or not {"model", "config"} <= set(state):
         raise InputError(
-            f"checkpoint {describe(path)} cannot be loaded safely ({reason})"
-        ) from None
+            f"{describe(path)} is a PyTorch file but not a zsdeconvnet checkpoint; {fix}"
+        )
+    return state
