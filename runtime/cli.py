@@ -26,9 +26,10 @@ from .zarr_io import is_zarr
 TRAIN = ("torch", "onnx", "onnxscript", "scipy", "skimage", "matplotlib")
 #: What the physics commands (psf, simulate, evaluate) import: no torch
 PHYSICS = ("scipy", "skimage")
+#: (the package is installed from a checkout or a wheel: ``zsdeconvnet`` stands for either)
 INSTALL_HINT = {
-    TRAIN: "pip install torch==2.13.0 'zsdeconvnet[train]'",
-    PHYSICS: "pip install 'zsdeconvnet[physics]'",
+    TRAIN: "pip install torch==2.13.0 'zsdeconvnet[train]' (from a checkout: '.[train]')",
+    PHYSICS: "pip install 'zsdeconvnet[physics]' (from a checkout: '.[physics]')",
 }
 
 #: name -> (module:attribute, one-line help, modules it needs beyond the runtime)
