@@ -395,3 +395,23 @@ def test_bioimageio_export_needs_an_output_and_refuses_quantisation(nuclei, tmp_
         "export", tmp_path / "m_training", "--bioimageio", tmp_path / "p.zip", "--quantize", "int8"
     )
     assert both.exit_code == 2 and not (tmp_path / "p.zip").exists()
+
+
+@pytest.mark.parametrize(
+    "damage, phrase",
+    [
+        (lambda data: b"this is a TIFF, honestly", "is not a zsdeconvnet checkpoint"),
+        (lambda data: data[:200] + data[-200:], "is damaged or truncated"),
+    ],
+    ids=["not-a-checkpoint", "truncated"],
+)
+def test_export_of_a_file_that_is_not_a_checkpoint_is_one_clear_line(tmp_path, damage, phrase):
+    import torch
+
+    bad = tmp_path / "checkpoint.pt"
+    torch.save({"model": {"w": torch.zeros(4096)}, "config": "{}"}, bad)
+    bad.write_bytes(damage(bad.read_bytes()))
+    result = run("export", bad, "-o", tmp_path / "m.onnx")
+    assert result.exit_code == 2 and phrase in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "PyTorch 2.6" not in result.output
+    assert not (tmp_path / "m.onnx").exists()
