@@ -1,5 +1,5 @@
 """``python -m zsdeconvnet`` runs the command line."""
 
-from zsdeconvnet.runtime.cli import main
+from zsdeconvnet.cli.main import main
 
 main()

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from zsdeconvnet.physics.metrics import psnr_ssim
+from zsdeconvnet.physics.psf import check_psf
+from zsdeconvnet.physics.simulate import WIDEFIELD_3D, SimulationConfig, simulate
 from zsdeconvnet.runtime.predict import PredictOptions
-from zsdeconvnet.runtime.psf import check_psf
 from zsdeconvnet.training.adapt import adapt_and_restore
 from zsdeconvnet.training.config import preset
-from zsdeconvnet.training.metrics import psnr_ssim
-from zsdeconvnet.training.simulate import WIDEFIELD_3D, SimulationConfig, simulate
 from zsdeconvnet.training.trainer import Trainer
 
 SERIES = {

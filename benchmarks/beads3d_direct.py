@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from beads3d_loss import bead_case  # benchmarks/ is on sys.path when run as a script
 from torch.nn import functional as F
+from zsdeconvnet.physics.metrics import bead_fwhm_3d
 from zsdeconvnet.training.config import preset
 from zsdeconvnet.training.data3d import background_level
 from zsdeconvnet.training.losses import hessian_penalty_3d
-from zsdeconvnet.training.metrics import bead_fwhm_3d
 
 
 def deconvolve(data, blur, weight, background, steps, lr, report):

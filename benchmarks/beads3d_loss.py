@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 from torch.nn import functional as F
-from zsdeconvnet.runtime.psf import check_psf
+from zsdeconvnet.physics.psf import check_psf
+from zsdeconvnet.physics.simulate import WIDEFIELD_3D, SimulationConfig, simulate
 from zsdeconvnet.training.config import TrainConfig
 from zsdeconvnet.training.losses import FFTConvolver, hessian_penalty_3d
 from zsdeconvnet.training.rcan3d import ZSDeconvNet3D
-from zsdeconvnet.training.simulate import WIDEFIELD_3D, SimulationConfig, simulate
 from zsdeconvnet.training.trainer import load_checkpoint, sr_psf
 
 

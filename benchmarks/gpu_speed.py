@@ -36,7 +36,7 @@ from flops import conv_flops, matmul_peak  # benchmarks/ is on sys.path when run
 from runtime_speed import network
 from zsdeconvnet.export.onnx import export_model
 from zsdeconvnet.export.quantize import output_psnr, quantize_model
-from zsdeconvnet.training.export_model import metadata_from_state
+from zsdeconvnet.training.networks import metadata_from_state
 from zsdeconvnet.training.unet2d import ZSDeconvNet2D
 
 GPU = torch.cuda.is_available()
@@ -141,7 +141,7 @@ def main() -> None:
     record.update(network=f"{cfg.preset} preset", params_m=round(params, 2), gflop=flops / 1e9)
     print(f"network: {cfg.preset}, {params:.2f} M params, {flops / 1e9:.0f} GFLOP per {s}^2 image")
 
-    from zsdeconvnet.training.simulate import SimulationConfig, simulate
+    from zsdeconvnet.physics.simulate import SimulationConfig, simulate
 
     sim = simulate(SimulationConfig(structure="mixed", photons=10, size=s // 2, seed=0))
     frame = np.tile(sim["noisy"].astype(np.float32), (2, 2))
@@ -249,8 +249,8 @@ def main() -> None:
                 f"{ready:.1f} s)",
             )
     # Richardson-Lucy on this machine's CPU, 10 iterations onto the 2x grid
-    from zsdeconvnet.training.optics import pupil_psf
-    from zsdeconvnet.training.richardson_lucy import rl_iterates
+    from zsdeconvnet.physics.optics import pupil_psf
+    from zsdeconvnet.physics.richardson_lucy import rl_iterates
 
     psf_sr = pupil_psf(31, 32.5, 1.4, 525)[0]
     start = time.perf_counter()

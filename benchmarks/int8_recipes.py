@@ -102,7 +102,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if args.checkpoint:
-            from zsdeconvnet.training.export_model import export_checkpoint
+            from zsdeconvnet.export.checkpoint import export_checkpoint
 
             model = Path(tmp) / "fp32.onnx"
             export_checkpoint(args.checkpoint, model)

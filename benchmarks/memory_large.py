@@ -28,7 +28,7 @@ import tifffile
 
 def write_large(path: Path, shape: tuple[int, ...], seed: int = 0) -> None:
     """A float32 TIFF of ``shape`` (``YX`` or ``ZYX``), one plane at a time."""
-    from zsdeconvnet.training.simulate import SimulationConfig, simulate
+    from zsdeconvnet.physics.simulate import SimulationConfig, simulate
 
     plane = simulate(SimulationConfig(structure="mixed", photons=10, size=256, seed=seed))
     base = plane["noisy"].astype(np.float32)

@@ -22,16 +22,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from zsdeconvnet.cli.physics import sr_to_grid
+from zsdeconvnet.export.checkpoint import export_checkpoint
+from zsdeconvnet.physics.metrics import bead_fwhm, psnr_ssim
+from zsdeconvnet.physics.optics import pupil_psf
+from zsdeconvnet.physics.psf import check_psf
+from zsdeconvnet.physics.richardson_lucy import best_richardson_lucy
+from zsdeconvnet.physics.simulate import SimulationConfig, simulate
 from zsdeconvnet.runtime.model import Model
 from zsdeconvnet.runtime.predict import PredictOptions, Predictor
-from zsdeconvnet.runtime.psf import check_psf
-from zsdeconvnet.training.cli_physics import sr_to_grid
 from zsdeconvnet.training.config import parse_overrides, preset
-from zsdeconvnet.training.export_model import export_checkpoint
-from zsdeconvnet.training.metrics import bead_fwhm, psnr_ssim
-from zsdeconvnet.training.optics import pupil_psf
-from zsdeconvnet.training.richardson_lucy import best_richardson_lucy
-from zsdeconvnet.training.simulate import SimulationConfig, simulate
 from zsdeconvnet.training.trainer import Trainer
 
 CASES = ["filaments:5", "filaments:25", "mixed:5", "mixed:25", "beads:10"]

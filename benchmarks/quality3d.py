@@ -21,15 +21,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from zsdeconvnet.export.checkpoint import export_checkpoint
+from zsdeconvnet.physics.metrics import bead_fwhm_3d, psnr_ssim
+from zsdeconvnet.physics.optics import pupil_psf, z_positions
+from zsdeconvnet.physics.psf import check_psf
+from zsdeconvnet.physics.richardson_lucy import best_richardson_lucy
+from zsdeconvnet.physics.simulate import WIDEFIELD_3D, SimulationConfig, simulate
 from zsdeconvnet.runtime.model import Model
 from zsdeconvnet.runtime.predict import PredictOptions, Predictor
-from zsdeconvnet.runtime.psf import check_psf
 from zsdeconvnet.training.config import parse_overrides, preset
-from zsdeconvnet.training.export_model import export_checkpoint
-from zsdeconvnet.training.metrics import bead_fwhm_3d, psnr_ssim
-from zsdeconvnet.training.optics import pupil_psf, z_positions
-from zsdeconvnet.training.richardson_lucy import best_richardson_lucy
-from zsdeconvnet.training.simulate import WIDEFIELD_3D, SimulationConfig, simulate
 from zsdeconvnet.training.trainer import Trainer
 
 CASES = ["sheets:5", "filaments:5", "beads:10"]

@@ -6,7 +6,7 @@ of the true pattern with a near-zero Wiener constant); conventional SIM (estimat
 is scored at every Wiener constant of a grid and its best PSNR kept (an oracle choice, like
 Richardson-Lucy's best iteration elsewhere); ZS-DeconvNet-SIM is trained zero-shot on the raw
 frames (preset ``fast``, mode sim2d) and applied to the conventional reconstruction. PSNR/SSIM
-follow the paper's protocol (training/metrics.py); beads give the lateral FWHM.
+follow the paper's protocol (physics/metrics.py); beads give the lateral FWHM.
 
     python benchmarks/quality_sim.py --cases mixed:5 beads:5 --iterations 2000
 """
@@ -21,17 +21,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.signal import fftconvolve
-from zsdeconvnet.runtime.psf import PSF
-from zsdeconvnet.training.config import parse_overrides, preset
-from zsdeconvnet.training.metrics import bead_fwhm, psnr_ssim
-from zsdeconvnet.training.sim_data import SIMAcquisition, SIMPairSampler
-from zsdeconvnet.training.sim_reconstruct import (
+from zsdeconvnet.physics.metrics import bead_fwhm, psnr_ssim
+from zsdeconvnet.physics.psf import PSF
+from zsdeconvnet.physics.sim_reconstruct import (
     SIMParameters,
     effective_psf,
     reconstruct,
     widefield,
 )
-from zsdeconvnet.training.sim_simulate import SIMSimulationConfig, simulate_sim
+from zsdeconvnet.physics.sim_simulate import SIMSimulationConfig, simulate_sim
+from zsdeconvnet.training.config import parse_overrides, preset
+from zsdeconvnet.training.datasim import SIMAcquisition, SIMPairSampler
 from zsdeconvnet.training.trainer import Trainer
 
 WIENER_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)

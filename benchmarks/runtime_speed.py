@@ -23,12 +23,12 @@ import torch
 from flops import conv_flops, matmul_peak  # benchmarks/ is on sys.path when run as a script
 from zsdeconvnet.export.onnx import export_model
 from zsdeconvnet.export.quantize import output_psnr, quantize_model
+from zsdeconvnet.physics.optics import pupil_psf
+from zsdeconvnet.physics.richardson_lucy import rl_iterates
 from zsdeconvnet.runtime.model import Model
 from zsdeconvnet.runtime.predict import PredictOptions, Predictor
 from zsdeconvnet.training.config import TrainConfig, preset
-from zsdeconvnet.training.export_model import metadata_from_state
-from zsdeconvnet.training.optics import pupil_psf
-from zsdeconvnet.training.richardson_lucy import rl_iterates
+from zsdeconvnet.training.networks import metadata_from_state
 from zsdeconvnet.training.unet2d import ZSDeconvNet2D
 
 
@@ -96,7 +96,7 @@ def main() -> None:
         reps = -(-args.size // min(image.shape))
         image = np.tile(image, (reps, reps))[: args.size, : args.size].copy()
     else:
-        from zsdeconvnet.training.simulate import SimulationConfig, simulate
+        from zsdeconvnet.physics.simulate import SimulationConfig, simulate
 
         sim = simulate(SimulationConfig(structure="mixed", photons=10, size=args.size // 2))
         image = np.tile(sim["noisy"].astype(np.float32), (2, 2))

@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    from zsdeconvnet.training.simulate import SimulationConfig, simulate
+    from zsdeconvnet.physics.simulate import SimulationConfig, simulate
 
     sim = simulate(SimulationConfig(structure="mixed", photons=10, size=args.size // 2))
     frame = np.tile(sim["noisy"].astype(np.float32), (2, 2))

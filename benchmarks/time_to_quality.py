@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 from quality import CROP, score, simulate_psf  # benchmarks/ is on sys.path when run as a script
+from zsdeconvnet.export.checkpoint import export_checkpoint
+from zsdeconvnet.physics.psf import check_psf
+from zsdeconvnet.physics.simulate import SimulationConfig, simulate
 from zsdeconvnet.runtime.model import Model
 from zsdeconvnet.runtime.predict import PredictOptions, Predictor
-from zsdeconvnet.runtime.psf import check_psf
 from zsdeconvnet.training.config import parse_overrides, preset
-from zsdeconvnet.training.export_model import export_checkpoint
-from zsdeconvnet.training.simulate import SimulationConfig, simulate
 from zsdeconvnet.training.trainer import Trainer
 
 

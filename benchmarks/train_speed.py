@@ -22,9 +22,9 @@ import time
 import numpy as np
 import torch
 from runtime_speed import cpu_name  # benchmarks/ is on sys.path when run as a script
-from zsdeconvnet.runtime.psf import check_psf
+from zsdeconvnet.physics.psf import check_psf
+from zsdeconvnet.physics.simulate import SimulationConfig, simulate
 from zsdeconvnet.training.config import parse_overrides, preset
-from zsdeconvnet.training.simulate import SimulationConfig, simulate
 from zsdeconvnet.training.trainer import Trainer
 
 

@@ -8,7 +8,7 @@ def simulated_widefield(structure: str = "mixed", photons: float = 5.0, size: in
 
     Scales are in micrometres per pixel (62.6 nm camera pixels, NA 1.49, 525 nm).
     """
-    from ..training.simulate import SimulationConfig, simulate
+    from ..physics.simulate import SimulationConfig, simulate
 
     cfg = SimulationConfig(structure=structure, photons=photons, size=size, seed=0)
     images = simulate(cfg)

@@ -226,8 +226,8 @@ class TrainWidget(Container):
     def run(self) -> None:
         """Save the layer into the run folder and start training in a worker thread."""
         from ..runtime.io import write_tiff
-        from ..training.cli import fresh_run_dir
         from ..training.config import preset
+        from ..training.run import fresh_run_dir
 
         layer = self.image.value
         try:
@@ -291,10 +291,11 @@ def _train(cfg, output: Path, callback) -> str:
     Cancellation and the project's input errors are outcomes, not crashes: they come back as
     the message (a cancelled run keeps its checkpoint for ``zsdeconvnet train --resume``).
     """
-    from ..training.cli import Cancelled, run_training
+    from ..export.checkpoint import export_checkpoint
+    from ..training.run import Cancelled, run_training
 
     try:
-        run_training(cfg, output, progress=False, callback=callback)
+        run_training(cfg, output, progress=False, callback=callback, export=export_checkpoint)
     except Cancelled as err:
         return f"cancelled: {err}"
     except InputError as err:

@@ -12,7 +12,7 @@ import pytest
 import tifffile
 from click.testing import CliRunner
 from tiny_models import build_tiny
-from zsdeconvnet.runtime.cli import main
+from zsdeconvnet.cli.main import main
 from zsdeconvnet.runtime.io import read_image
 
 
@@ -238,7 +238,7 @@ def test_one_bad_file_among_many_writes_nothing(model2d, image2d, tmp_path):
 def test_runtime_never_imports_torch(model2d, image2d, tmp_path):
     script = (
         "import sys\n"
-        "from zsdeconvnet.runtime.cli import main\n"
+        "from zsdeconvnet.cli.main import main\n"
         "try:\n"
         f"    main(['predict', r'{model2d}', r'{image2d}', '-o', r'{tmp_path / 'o.tif'}',"
         " '--quiet'])\n"
@@ -265,7 +265,7 @@ def test_training_commands_without_torch_say_what_to_install(tmp_path):
     script = (
         "import sys\n"
         "sys.modules['torch'] = None  # as if torch were not installed\n"
-        "from zsdeconvnet.runtime.cli import main\n"
+        "from zsdeconvnet.cli.main import main\n"
         "main(['train', 'x.tif', '--psf', 'p.tif', '-o', 'm.onnx'])\n"
     )
     done = subprocess.run(
@@ -280,14 +280,14 @@ def _without(modules: tuple[str, ...], argv: list[str], cwd: Path):
         "import sys\n"
         f"for name in {modules!r}:\n"
         "    sys.modules[name] = None  # as if it were not installed\n"
-        "from zsdeconvnet.runtime.cli import main\n"
+        "from zsdeconvnet.cli.main import main\n"
         f"main({argv!r})\n"
     )
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=cwd)
 
 
 def _commands_needing(extra):
-    from zsdeconvnet.runtime.cli import COMMANDS
+    from zsdeconvnet.cli.main import COMMANDS
 
     return sorted(name for name, (_, _, needs) in COMMANDS.items() if needs == extra)
 
@@ -313,7 +313,7 @@ def test_physics_commands_without_scipy_name_the_physics_extra(name, tmp_path):
 
 def test_every_option_has_help_text():
     import click
-    from zsdeconvnet.runtime.cli import COMMANDS
+    from zsdeconvnet.cli.main import COMMANDS
 
     ctx = click.Context(main)
     bare = []

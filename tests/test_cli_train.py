@@ -12,7 +12,7 @@ import onnx
 import pytest
 import tifffile
 from click.testing import CliRunner
-from zsdeconvnet.runtime.cli import main
+from zsdeconvnet.cli.main import main
 from zsdeconvnet.runtime.io import read_image, write_tiff
 from zsdeconvnet.runtime.model import Model
 from zsdeconvnet.runtime.selfcheck import int8_kernels

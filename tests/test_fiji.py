@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import tifffile
 from click.testing import CliRunner
+from zsdeconvnet.cli.main import main
 from zsdeconvnet.fiji_bridge.install import install_macros
 from zsdeconvnet.fiji_bridge.server import PredictionServer
-from zsdeconvnet.runtime.cli import main
 from zsdeconvnet.runtime.errors import InputError
 from zsdeconvnet.runtime.io import write_tiff
 from zsdeconvnet.runtime.model import Model
@@ -299,7 +299,7 @@ def test_macro_train_in_real_imagej_writes_a_model(tmp_path):
         image, (100 + 50 * rng.random((136, 136))).astype(np.float32), "YX", {"X": 65.0, "Y": 65.0}
     )
     psf = tmp_path / "psf.tif"
-    from zsdeconvnet.training.optics import pupil_psf
+    from zsdeconvnet.physics.optics import pupil_psf
 
     write_tiff(psf, pupil_psf(9, 65.0, 1.2, 525)[0], "YX", {"X": 65.0, "Y": 65.0})
     model = tmp_path / "cells.onnx"

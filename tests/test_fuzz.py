@@ -31,11 +31,11 @@ import pytest
 import tifffile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from zsdeconvnet.physics.psf import read_psf
 from zsdeconvnet.runtime.errors import InputError
 from zsdeconvnet.runtime.io import read_image
 from zsdeconvnet.runtime.metadata import ModelMetadata
 from zsdeconvnet.runtime.model import Model
-from zsdeconvnet.runtime.psf import read_psf
 from zsdeconvnet.training.config import TrainConfig, preset
 
 EXAMPLES = int(os.environ.get("ZSD_FUZZ_EXAMPLES", "150"))

@@ -93,8 +93,8 @@ def test_train_widget_trains_writes_a_model_and_can_be_cancelled(
 ):
     pytest.importorskip("torch")
     from zsdeconvnet.napari_plugin.sample import simulated_widefield
+    from zsdeconvnet.physics.optics import pupil_psf
     from zsdeconvnet.runtime.io import write_tiff
-    from zsdeconvnet.training.optics import pupil_psf
 
     viewer = make_napari_viewer()
     (noisy, meta, _), _ = simulated_widefield(size=160)

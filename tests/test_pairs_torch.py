@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 from scipy.ndimage import rotate
+from zsdeconvnet.physics.simulate import SimulationConfig, simulate
 from zsdeconvnet.runtime.errors import InputError
 from zsdeconvnet.training.config import preset
-from zsdeconvnet.training.data import PatchSampler
+from zsdeconvnet.training.data2d import PatchSampler
 from zsdeconvnet.training.pairs_torch import PairDraw, local_mean, make_pairs, use_torch_pairs
 from zsdeconvnet.training.recorrupt import NoiseModel
 from zsdeconvnet.training.recorrupt import local_mean as local_mean_numpy
-from zsdeconvnet.training.simulate import SimulationConfig, simulate
 
 CPU = torch.device("cpu")
 

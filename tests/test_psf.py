@@ -9,16 +9,16 @@ import pytest
 import tifffile
 from click.testing import CliRunner
 from scipy.special import j1
-from zsdeconvnet.runtime.cli import main
-from zsdeconvnet.runtime.errors import InputError
-from zsdeconvnet.runtime.psf import PSF, check_psf, crop_psf, read_psf, resample_psf
-from zsdeconvnet.training.optics import (
+from zsdeconvnet.cli.main import main
+from zsdeconvnet.physics.optics import (
     axial_fwhm_nm,
     gaussian_psf,
     gibson_lanni_psf,
     pupil_psf,
     z_positions,
 )
+from zsdeconvnet.physics.psf import PSF, check_psf, crop_psf, read_psf, resample_psf
+from zsdeconvnet.runtime.errors import InputError
 
 
 def fwhm(profile: np.ndarray, step: float) -> float:

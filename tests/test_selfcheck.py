@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from zsdeconvnet.cli.main import main
 from zsdeconvnet.export.quantize import quantize_model
-from zsdeconvnet.runtime.cli import main
 from zsdeconvnet.runtime.errors import InputError
 from zsdeconvnet.runtime.metadata import KEY_PREFIX
 from zsdeconvnet.runtime.model import Model

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import tifffile
 from click.testing import CliRunner
-from zsdeconvnet.runtime.cli import main
-from zsdeconvnet.runtime.errors import InputError
-from zsdeconvnet.runtime.io import read_image
-from zsdeconvnet.training.metrics import bead_fwhm
-from zsdeconvnet.training.sim_reconstruct import (
+from zsdeconvnet.cli.main import main
+from zsdeconvnet.physics.metrics import bead_fwhm
+from zsdeconvnet.physics.sim_reconstruct import (
     _bands,
     estimate_parameters,
     reconstruct,
     widefield,
 )
-from zsdeconvnet.training.sim_simulate import SIMSimulationConfig, simulate_sim
+from zsdeconvnet.physics.sim_simulate import SIMSimulationConfig, simulate_sim
+from zsdeconvnet.runtime.errors import InputError
+from zsdeconvnet.runtime.io import read_image
 
 
 def run(*args):

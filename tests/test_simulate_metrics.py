@@ -9,17 +9,17 @@ import pytest
 from click.testing import CliRunner
 from scipy.ndimage import gaussian_filter
 from skimage.restoration import richardson_lucy
-from zsdeconvnet.runtime.cli import main
-from zsdeconvnet.runtime.io import read_image
-from zsdeconvnet.training.metrics import (
+from zsdeconvnet.cli.main import main
+from zsdeconvnet.physics.metrics import (
     bead_fwhm,
     decorrelation_resolution,
     frc,
     psnr_ssim,
 )
-from zsdeconvnet.training.optics import lateral_fwhm_nm, pupil_psf
-from zsdeconvnet.training.richardson_lucy import best_richardson_lucy, rl_iterates
-from zsdeconvnet.training.simulate import SimulationConfig, simulate
+from zsdeconvnet.physics.optics import lateral_fwhm_nm, pupil_psf
+from zsdeconvnet.physics.richardson_lucy import best_richardson_lucy, rl_iterates
+from zsdeconvnet.physics.simulate import SimulationConfig, simulate
+from zsdeconvnet.runtime.io import read_image
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
+from zsdeconvnet.physics.optics import pupil_psf
+from zsdeconvnet.physics.psf import check_psf
+from zsdeconvnet.physics.simulate import SimulationConfig, simulate
 from zsdeconvnet.runtime.errors import InputError
-from zsdeconvnet.runtime.psf import check_psf
 from zsdeconvnet.training.config import TrainConfig, preset
 from zsdeconvnet.training.losses import FFTConvolver, hessian_penalty
-from zsdeconvnet.training.optics import pupil_psf
-from zsdeconvnet.training.simulate import SimulationConfig, simulate
 from zsdeconvnet.training.trainer import Trainer, load_checkpoint, sr_psf
 from zsdeconvnet.training.unet2d import ZSDeconvNet2D, model_halo
 

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
+from zsdeconvnet.export.checkpoint import export_checkpoint
+from zsdeconvnet.physics.psf import check_psf
+from zsdeconvnet.physics.simulate import SimulationConfig, simulate
 from zsdeconvnet.runtime.model import Model
 from zsdeconvnet.runtime.predict import PredictOptions, Predictor
-from zsdeconvnet.runtime.psf import check_psf
 from zsdeconvnet.training.config import preset
 from zsdeconvnet.training.data3d import background_level
-from zsdeconvnet.training.export_model import export_checkpoint
 from zsdeconvnet.training.losses import FFTConvolver, gap_amending_loss, hessian_penalty_3d
 from zsdeconvnet.training.rcan3d import ZSDeconvNet3D, rcan_halo
-from zsdeconvnet.training.simulate import SimulationConfig, simulate
 from zsdeconvnet.training.trainer import Trainer, load_checkpoint
 
 TINY3D = dict(

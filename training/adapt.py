@@ -15,11 +15,11 @@ import logging
 import numpy as np
 import torch
 
+from ..physics.psf import PSF
 from ..runtime.metadata import ModelMetadata
 from ..runtime.predict import PredictOptions, Predictor
-from ..runtime.psf import PSF
 from .config import TrainConfig
-from .export_model import metadata_from_state
+from .networks import metadata_from_state
 from .trainer import Trainer, load_checkpoint
 
 log = logging.getLogger(__name__)

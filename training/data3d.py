@@ -16,7 +16,7 @@ from scipy.ndimage import gaussian_filter, rotate
 
 from ..runtime.errors import InputError
 from .config import TrainConfig
-from .data import foreground_weights
+from .data2d import foreground_weights
 
 
 class StackSampler:

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..physics.psf import PSF, crop_psf, resample_psf
 from ..runtime.errors import InputError, describe
 from ..runtime.io import atomic_output, remove_stale_partials
-from ..runtime.psf import PSF, crop_psf, resample_psf
 from .config import TrainConfig
-from .data import PatchSampler
+from .data2d import PatchSampler
 from .data3d import StackSampler
 from .distributed import SINGLE, World, average
 from .losses import FFTConvolver, gap_amending_loss, zs_loss

@@ -9,170 +9,12 @@ import click
 import numpy as np
 import torch  # noqa: F401  (fail at import: the lazy CLI turns this into an install hint)
 
-from ..runtime.cli import expand_inputs, friendly_errors
-from ..runtime.errors import InputError, describe
-from ..runtime.io import check_writable, file_sha256, plain_stack_as_z, read_image
-from ..runtime.psf import read_psf
+from ..runtime.errors import InputError
+from ..runtime.io import check_writable, read_image
+from .main import friendly_errors
+from .predict import expand_inputs
 
 log = logging.getLogger(__name__)
-
-
-def load_frames(
-    paths: list[Path], channel: int | None, ndim: int = 2
-) -> tuple[list[np.ndarray], dict[str, float]]:
-    """The training frames (``YX``) or stacks (``ZYX``) of the files, as float32 ADU, and
-    their pixel sizes (nm, per axis letter) where the metadata has them."""
-    frames, sizes = [], {}
-    for path in paths:
-        image = read_image(path, memmap=False)
-        data, axes = np.asarray(image.data), image.axes
-        if "C" in axes:
-            n = data.shape[axes.index("C")]
-            if channel is None and n > 1:
-                raise InputError(
-                    f"{describe(path)} has {n} channels; choose one with --channel 0..{n - 1} "
-                    "(one model per structure and wavelength)"
-                )
-            c = channel or 0
-            if not 0 <= c < n:
-                raise InputError(f"{describe(path)} has {n} channels; --channel {c} does not exist")
-            data = np.take(data, c, axis=axes.index("C"))
-            axes = axes.replace("C", "")
-        if ndim == 3:
-            axes = plain_stack_as_z(image, axes)
-        if ndim == 3 and not axes.endswith("ZYX"):
-            raise InputError(
-                f"{describe(path)} has axes {axes!r}; 3D training needs a Z stack (ZYX), saved "
-                "as an ImageJ hyperstack with slices, not frames"
-            )
-        frames += [f.astype(np.float32) for f in data.reshape(-1, *data.shape[-ndim:])]
-        for letter, value in image.pixel_size_nm.items():
-            if letter in sizes and abs(sizes[letter] - value) > 1e-3 * value:
-                raise InputError(f"training images have different {letter} pixel sizes")
-            sizes[letter] = value
-    for k, frame in enumerate(frames):
-        if not np.isfinite(frame).all():
-            raise InputError(f"training frame {k} contains NaN or Inf pixels; clean the data")
-    return frames, sizes
-
-
-class Cancelled(Exception):
-    """Training was stopped by its callback; the run folder holds a resumable checkpoint."""
-
-    def __init__(self, run_dir: Path, iteration: int):
-        super().__init__(f"stopped at iteration {iteration}; resume with --resume {run_dir}")
-        self.run_dir = run_dir
-        self.iteration = iteration
-
-
-#: What a run folder holds; a new run over an old folder removes exactly these.
-RUN_FILES = ("checkpoint.pt", "config.json", "loss.csv", "loss.png", "preview.png")
-
-
-def fresh_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Refuse to mix a new run into an old run folder, unless told to start over."""
-    if not (run_dir / "checkpoint.pt").exists():
-        return
-    if not overwrite:
-        raise InputError(
-            f"run folder {describe(run_dir)} holds an earlier run; continue it with --resume "
-            f"{run_dir} or start over with --overwrite"
-        )
-    for name in RUN_FILES:
-        (run_dir / name).unlink(missing_ok=True)
-
-
-def run_training(
-    cfg,
-    output: Path,
-    progress: bool = True,
-    resume: Path | None = None,
-    overwrite: bool = False,
-    callback=None,
-    distributed: bool = False,
-) -> Path:
-    """Train per ``cfg``, export to ``output``; returns the run folder.
-
-    ``callback(iteration, total)``, if given, is called after every step; returning False
-    stops the run at a checkpoint (resumable) and nothing is exported: :class:`Cancelled`.
-    ``distributed``: this process is one rank of a ``torchrun`` launch (DDP); rank 0 writes.
-    """
-    from . import distributed as ddp
-
-    world = ddp.start(cfg.device) if distributed else ddp.SINGLE
-    try:
-        return _train_and_export(cfg, output, progress, resume, overwrite, callback, world)
-    finally:
-        ddp.stop(world)
-
-
-def _train_and_export(cfg, output, progress, resume, overwrite, callback, world) -> Path:
-    from . import distributed as ddp
-    from .export_model import export_checkpoint
-    from .trainer import Trainer
-
-    images = [Path(p) for p in cfg.images]
-    psf_path = Path(cfg.psf)
-    run_dir = resume or output.with_name(output.stem + "_training")
-    if resume is None and world.is_main:
-        fresh_run_dir(run_dir, overwrite)
-    ddp.barrier(world)  # the other ranks start once rank 0 has cleared the folder
-    own_dir = run_dir if world.is_main else None  # only rank 0 writes
-    z_step, sampler = None, None
-    if cfg.mode == "sim2d":
-        from .cli_sim import prepare_sim_training
-
-        frames, psf, pixel_nm, sampler = prepare_sim_training(cfg, psf_path, own_dir)
-    else:
-        frames, image_sizes = load_frames(images, cfg.channel, cfg.ndim)
-        pixel_nm = cfg.pixel_size_nm or image_sizes.get("X")
-        psf = read_psf(
-            psf_path,
-            cfg.ndim,
-            pixel_size_nm=cfg.psf_pixel_size_nm or None,
-            z_step_nm=cfg.psf_z_step_nm or None,
-        )
-        if pixel_nm is None:
-            pixel_nm = psf.pixel_size_nm[-1]
-            log.warning(
-                "no pixel size in %s or --pixel-size: assuming the PSF's, %.4g nm",
-                images[0].name,
-                pixel_nm,
-            )
-        if cfg.ndim == 3:
-            z_step = cfg.z_step_nm or image_sizes.get("Z")
-            if z_step is None:
-                raise InputError(
-                    f"{describe(images[0])} has no z step in its metadata; give --z-step (nm)"
-                )
-    trainer = Trainer(
-        cfg, frames, psf, pixel_nm, own_dir, z_step_nm=z_step, world=world, sampler=sampler
-    )
-    trainer.psf_sha256 = file_sha256(psf_path)
-    if resume is not None:
-        trainer.load_checkpoint(resume)
-    if world.is_main:
-        ranks = f", {world.size} processes (DDP)" if world.size > 1 else ""
-        click.echo(
-            f"training {cfg.mode} on {len(frames)} {'stack' if cfg.ndim == 3 else 'frame'}(s), "
-            f"{trainer.device}{' (bf16 autocast)' if trainer.bf16 else ''}{ranks}"
-            + "".join(f", {n.describe()}" for n in trainer.sampler.noise[:1]),
-            err=True,
-        )
-    trainer.train(progress=progress, callback=callback)
-    if trainer.cancelled:
-        raise Cancelled(run_dir, trainer.iteration)
-    if not world.is_main:
-        ddp.barrier(world)  # wait for rank 0's export, so torchrun ends when the model exists
-        return run_dir
-    diff = export_checkpoint(run_dir, output)
-    ddp.barrier(world)
-    click.echo(
-        f"wrote {output} (onnxruntime vs torch max |diff| {diff:.1e}); "
-        f"checkpoint, loss log and plots in {run_dir}",
-        err=True,
-    )
-    return run_dir
 
 
 @click.command()
@@ -317,9 +159,11 @@ def train(
       torchrun --standalone --nproc-per-node 4 -m zsdeconvnet train cell.tif --psf psf.tif \\
           -o cell.onnx --preset paper --device cuda --distributed
     """
-    from .config import TrainConfig
-    from .config import preset as make_preset
-    from .trainer import load_checkpoint
+    from ..export.checkpoint import export_checkpoint
+    from ..training.config import TrainConfig
+    from ..training.config import preset as make_preset
+    from ..training.run import run_training
+    from ..training.trainer import load_checkpoint
 
     check_writable(output, overwrite or resume is not None)
     overrides = dict(
@@ -366,6 +210,7 @@ def train(
         resume=resume,
         overwrite=overwrite,
         distributed=distributed,
+        export=export_checkpoint,
     )
 
 
@@ -414,8 +259,8 @@ def export(checkpoint, output, quantize, min_psnr, bioimageio, overwrite):
       zsdeconvnet export cell_training -o cell_fp16.onnx --quantize fp16   # for GPUs
       zsdeconvnet export cell_training --bioimageio cell.bioimageio.zip
     """
+    from ..export.checkpoint import export_bioimageio, export_checkpoint
     from ..export.onnx import ExportError
-    from .export_model import export_bioimageio, export_checkpoint
 
     if output is None and bioimageio is None:
         raise InputError("give -o MODEL.onnx and/or --bioimageio PACKAGE.zip")
@@ -478,9 +323,10 @@ def adapt(checkpoint, image, output, denoised, iterations, channel, overwrite):
       zsdeconvnet adapt cell_training movie.tif -o movie_sr.tif --iterations 50
     """
     from ..runtime.io import write_tiff
-    from .adapt import adapt_and_restore
-    from .config import TrainConfig
-    from .trainer import load_checkpoint
+    from ..training.adapt import adapt_and_restore
+    from ..training.config import TrainConfig
+    from ..training.run import load_frames
+    from ..training.trainer import load_checkpoint
 
     check_writable(output, overwrite)
     if denoised is not None:

@@ -11,15 +11,27 @@ foreground bias, rotations and flips as in 2D. Arrays ``[A*P, Y, X]`` (raw, ADU)
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
+import click
 import numpy as np
 
+from ..physics.psf import PSF
+from ..physics.sim_reconstruct import (
+    SIMParameters,
+    camera_psf,
+    estimate_parameters,
+    load_sim_stack,
+    reconstruct,
+)
 from ..runtime.errors import InputError
+from ..runtime.io import atomic_output, write_tiff
 from .config import TrainConfig
-from .data import (
+from .data2d import (
     augment_pair,
     cut_window,
     draw_centre,
@@ -28,7 +40,6 @@ from .data import (
     window_size,
 )
 from .recorrupt import NoiseModel, estimate_noise, recorrupt
-from .sim_reconstruct import SIMParameters, estimate_parameters, reconstruct
 
 log = logging.getLogger(__name__)
 
@@ -139,3 +150,44 @@ class SIMPairSampler:
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` pairs as ``[n, 1, P, P]`` arrays (input, target)."""
         return stack_pairs([self.pair() for _ in range(n)])
+
+
+def prepare_sim_training(cfg, psf_path: Path, run_dir: Path | None):
+    """Everything ``train --mode sim2d`` needs: ``(frames, psf, pixel_nm, sampler)``.
+
+    ``frames`` are the conventional reconstructions (what the model is applied to), ``psf`` the
+    reconstruction's effective PSF on their grid, ``pixel_nm`` their pixel size.
+    """
+    from ..physics.sim_reconstruct import effective_psf
+    from ..training.datasim import SIMAcquisition, SIMPairSampler
+
+    stacks, sizes = [], {}
+    for path in cfg.images:
+        stack, found = load_sim_stack(Path(path), cfg.sim_phases, cfg.channel)
+        stacks.append(stack)
+        sizes = sizes or found
+    pixel_nm = cfg.pixel_size_nm or sizes.get("X")
+    psf = camera_psf(psf_path, pixel_nm, cfg.psf_pixel_size_nm)
+    pixel_nm = psf.pixel_size_nm[-1]
+    acquisitions = []
+    for path, stack in zip(cfg.images, stacks):
+        acquisition = SIMAcquisition.prepare(stack, psf.data, cfg)
+        click.echo(f"{Path(path).name}: {acquisition.describe()}", err=True)
+        acquisitions.append(acquisition)
+    first = acquisitions[0]
+    sim_psf = effective_psf(first.params, psf.data, first.raw.shape[-2:], cfg.sim_wiener)
+    fine = pixel_nm / 2
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_tiff(
+            run_dir / "sim_reconstruction.tif",
+            np.stack([a.reconstruction for a in acquisitions]),
+            "TYX",
+            {"X": fine, "Y": fine},
+        )
+        write_tiff(run_dir / "sim_psf.tif", sim_psf, "YX", {"X": fine, "Y": fine})
+        with atomic_output(run_dir / "sim_parameters.json") as tmp:
+            tmp.write_text(json.dumps([a.params.to_dict() for a in acquisitions], indent=1))
+    sampler = SIMPairSampler(acquisitions, cfg, np.random.default_rng(cfg.seed))
+    frames = [a.reconstruction for a in acquisitions]
+    return frames, PSF(sim_psf, (fine, fine), f"SIM effective PSF of {psf.source}"), fine, sampler

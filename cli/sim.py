@@ -14,80 +14,12 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..runtime.cli import friendly_errors
-from ..runtime.errors import InputError, describe
-from ..runtime.io import atomic_output, check_writable, read_image, write_tiff
-from ..runtime.psf import PSF, read_psf, resample_psf
+from ..physics.sim_reconstruct import camera_psf, load_sim_stack
+from ..runtime.errors import InputError
+from ..runtime.io import check_writable, write_tiff
+from .main import friendly_errors
 
 log = logging.getLogger(__name__)
-
-
-def load_sim_stack(path: Path, phases: int, channel: int | None = None) -> tuple[np.ndarray, dict]:
-    """One raw SIM acquisition ``[angles * phases, Y, X]`` (float32 ADU) and its pixel sizes."""
-    image = read_image(path, memmap=False)
-    data, axes = np.asarray(image.data, np.float32), image.axes
-    if "C" in axes:
-        data = np.take(data, channel or 0, axis=axes.index("C"))
-        axes = axes.replace("C", "")
-    data = data.reshape(-1, *data.shape[-2:])
-    if data.shape[0] < phases or data.shape[0] % phases:
-        raise InputError(
-            f"{describe(path)} has {data.shape[0]} frames; a raw 2D-SIM acquisition has "
-            f"angles x phases frames ({phases} phases per angle, angle-major)"
-        )
-    if not np.isfinite(data).all():
-        raise InputError(f"{describe(path)} contains NaN or Inf pixels; clean the data")
-    return data, image.pixel_size_nm
-
-
-def camera_psf(psf_path: Path, pixel_nm: float | None, psf_pixel_nm: float | None) -> PSF:
-    """The detection PSF resampled to the camera pixel (what reconstruction needs)."""
-    psf = read_psf(psf_path, 2, pixel_size_nm=psf_pixel_nm or None)
-    if pixel_nm is None:
-        pixel_nm = psf.pixel_size_nm[-1]
-        log.warning("no pixel size in the raw file: assuming the PSF's, %.4g nm", pixel_nm)
-    return resample_psf(psf, (pixel_nm, pixel_nm))
-
-
-def prepare_sim_training(cfg, psf_path: Path, run_dir: Path | None):
-    """Everything ``train --mode sim2d`` needs: ``(frames, psf, pixel_nm, sampler)``.
-
-    ``frames`` are the conventional reconstructions (what the model is applied to), ``psf`` the
-    reconstruction's effective PSF on their grid, ``pixel_nm`` their pixel size.
-    """
-    from .sim_data import SIMAcquisition, SIMPairSampler
-    from .sim_reconstruct import effective_psf
-
-    stacks, sizes = [], {}
-    for path in cfg.images:
-        stack, found = load_sim_stack(Path(path), cfg.sim_phases, cfg.channel)
-        stacks.append(stack)
-        sizes = sizes or found
-    pixel_nm = cfg.pixel_size_nm or sizes.get("X")
-    psf = camera_psf(psf_path, pixel_nm, cfg.psf_pixel_size_nm)
-    pixel_nm = psf.pixel_size_nm[-1]
-    acquisitions = []
-    for path, stack in zip(cfg.images, stacks):
-        acquisition = SIMAcquisition.prepare(stack, psf.data, cfg)
-        click.echo(f"{Path(path).name}: {acquisition.describe()}", err=True)
-        acquisitions.append(acquisition)
-    first = acquisitions[0]
-    sim_psf = effective_psf(first.params, psf.data, first.raw.shape[-2:], cfg.sim_wiener)
-    fine = pixel_nm / 2
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_tiff(
-            run_dir / "sim_reconstruction.tif",
-            np.stack([a.reconstruction for a in acquisitions]),
-            "TYX",
-            {"X": fine, "Y": fine},
-        )
-        write_tiff(run_dir / "sim_psf.tif", sim_psf, "YX", {"X": fine, "Y": fine})
-        with atomic_output(run_dir / "sim_parameters.json") as tmp:
-            tmp.write_text(json.dumps([a.params.to_dict() for a in acquisitions], indent=1))
-    sampler = SIMPairSampler(acquisitions, cfg, np.random.default_rng(cfg.seed))
-    frames = [a.reconstruction for a in acquisitions]
-    return frames, PSF(sim_psf, (fine, fine), f"SIM effective PSF of {psf.source}"), fine, sampler
 
 
 _RAW = click.argument("raw", type=click.Path(dir_okay=False, path_type=Path))
@@ -130,8 +62,8 @@ def sim_reconstruct(
     Example:
       zsdeconvnet sim-reconstruct raw.tif --psf psf.tif -o sim.tif
     """
-    from .recorrupt import estimate_noise
-    from .sim_reconstruct import estimate_parameters, reconstruct
+    from ..physics.sim_reconstruct import estimate_parameters, reconstruct
+    from ..training.recorrupt import estimate_noise
 
     check_writable(output, overwrite)
     stack, sizes = load_sim_stack(raw, phases)
@@ -175,9 +107,9 @@ def sim_recorrupt(raw, output, pairs, seed, phases, background, overwrite):
     Example:
       zsdeconvnet sim-recorrupt raw.tif -o recorrupted/ --pairs 16
     """
-    from .config import preset
-    from .recorrupt import estimate_noise
-    from .sim_data import recorrupted_sets
+    from ..training.config import preset
+    from ..training.datasim import recorrupted_sets
+    from ..training.recorrupt import estimate_noise
 
     if pairs < 1:
         raise InputError(f"--pairs must be positive, got {pairs}")

@@ -9,9 +9,9 @@ import click
 import numpy as np
 import scipy  # noqa: F401  (fail at import: the lazy CLI turns this into an install hint)
 
-from ..runtime.cli import friendly_errors
 from ..runtime.errors import InputError
 from ..runtime.io import check_writable, read_image, write_tiff
+from .main import friendly_errors
 
 
 @click.command()
@@ -68,7 +68,7 @@ def psf(
       zsdeconvnet psf -o psf3d.tif --na 1.1 --wavelength 525 --pixel-size 92.6 \\
           --z-step 200 --z-size 33 --refractive-index 1.33
     """
-    from .optics import make_psf, z_positions
+    from ..physics.optics import make_psf, z_positions
 
     check_writable(output, overwrite)
     if (z_step is None) != (z_size is None):
@@ -149,10 +149,10 @@ def simulate(
       zsdeconvnet simulate -o sim3d/ --structure sheets --dims 3 --size 128
       zsdeconvnet simulate -o sim2d/ --sim --structure mixed --photons 5 --size 128
     """
-    from .simulate import SimulationConfig, write_simulation
+    from ..physics.simulate import SimulationConfig, write_simulation
 
     if sim:
-        from .sim_simulate import SIMSimulationConfig, write_sim_simulation
+        from ..physics.sim_simulate import SIMSimulationConfig, write_sim_simulation
 
         if dims != "2":
             raise InputError("--sim simulates 2D-SIM; drop --dims 3")
@@ -214,7 +214,7 @@ def evaluate(output_image, reference, crop, beads):
     Example:
       zsdeconvnet evaluate restored.tif --reference sim/reference.tif
     """
-    from .metrics import bead_fwhm, psnr_ssim
+    from ..physics.metrics import bead_fwhm, psnr_ssim
 
     out = read_image(output_image, memmap=False)
     ref = read_image(reference, memmap=False)

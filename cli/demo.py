@@ -15,8 +15,8 @@ import click
 import numpy as np
 import tifffile
 
-from ..runtime.cli import friendly_errors
 from ..runtime.io import write_tiff
+from .main import friendly_errors
 
 OPTICS = {"na": 0.75, "wavelength_nm": 460.0, "pixel_nm": 325.0, "refractive_index": 1.0}
 
@@ -50,13 +50,14 @@ def demo(output, iterations, seed, quiet):
     Example:
       zsdeconvnet demo -o demo-output
     """
+    from ..export.checkpoint import export_checkpoint
+    from ..physics.optics import make_psf
     from ..runtime.model import Model
     from ..runtime.predict import PredictOptions, Predictor
-    from .cli import run_training
-    from .config import preset
-    from .optics import make_psf
-    from .plots import side_by_side
-    from .sample_data import stardist_nuclei
+    from ..training.config import preset
+    from ..training.plots import side_by_side
+    from ..training.run import run_training
+    from ..training.sample_data import stardist_nuclei
 
     start = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)
@@ -84,7 +85,7 @@ def demo(output, iterations, seed, quiet):
         checkpoint_every=max(50, iterations // 4),
     )
     model_path.unlink(missing_ok=True)
-    run_training(cfg, model_path, progress=not quiet, overwrite=True)
+    run_training(cfg, model_path, progress=not quiet, overwrite=True, export=export_checkpoint)
     click.echo("2/3 trained and exported", err=True)
     sr_path, dn_path = output / "nuclei_deconvolved.tif", output / "nuclei_denoised.tif"
     model = Model(model_path, provider="auto")

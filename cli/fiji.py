@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from ..runtime.cli import friendly_errors
+from ..fiji_bridge import MAX_CONCURRENT
 from ..runtime.errors import InputError
-from . import MAX_CONCURRENT
+from .main import friendly_errors
 
 
 @click.group()
@@ -50,7 +50,7 @@ def install(imagej_dir, python, server_info):
     Then, in a macro:
       run("ZS-DeconvNet Predict", "model=[/d/m.onnx] input=[/d/a.tif] output=[/d/a_sr.tif]");
     """
-    from .install import install_macros
+    from ..fiji_bridge.install import install_macros
 
     for path in install_macros(imagej_dir, python, server_info):
         click.echo(f"installed {path}")
@@ -75,7 +75,7 @@ def launch(fiji_dir):
         import imagej
     except ImportError:
         raise InputError("'fiji launch' needs pyimagej: pip install 'zsdeconvnet[fiji]'") from None
-    from .install import install_macros
+    from ..fiji_bridge.install import install_macros
 
     install_macros(fiji_dir)
     ij = imagej.init(str(fiji_dir), mode="interactive")
@@ -123,6 +123,6 @@ def serve(port, roots, token, provider, info_file, concurrent):
       zsdeconvnet serve --root /data/experiment
       # in ImageJ: run("ZS-DeconvNet Predict", "model=[...] input=[...] route=server");
     """
-    from .server import run_server
+    from ..fiji_bridge.server import run_server
 
     run_server(port, list(roots), token, provider, info_file, concurrent)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError, describe
-from .io import read_image
+from ..runtime.errors import InputError, describe
+from ..runtime.io import read_image
 
 log = logging.getLogger(__name__)
 

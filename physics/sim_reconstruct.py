@@ -16,11 +16,17 @@ Frequencies are in cycles per camera pixel (``(ky, kx)``); arrays ``[angles * ph
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
-from ..runtime.errors import InputError
+from ..runtime.errors import InputError, describe
+from ..runtime.io import read_image
+from .psf import PSF, read_psf, resample_psf
+
+log = logging.getLogger(__name__)
 
 #: OTF magnitude below which a frequency counts as outside the passband
 OTF_FLOOR = 0.05
@@ -389,3 +395,30 @@ def effective_psf(
 def widefield(raw: np.ndarray, phases: int = 3, background: float = 100.0) -> np.ndarray:
     """The widefield image hidden in a SIM stack: the mean of its frames (camera grid)."""
     return (_check_raw(raw, phases) - background).mean(axis=0).astype(np.float32)
+
+
+def load_sim_stack(path: Path, phases: int, channel: int | None = None) -> tuple[np.ndarray, dict]:
+    """One raw SIM acquisition ``[angles * phases, Y, X]`` (float32 ADU) and its pixel sizes."""
+    image = read_image(path, memmap=False)
+    data, axes = np.asarray(image.data, np.float32), image.axes
+    if "C" in axes:
+        data = np.take(data, channel or 0, axis=axes.index("C"))
+        axes = axes.replace("C", "")
+    data = data.reshape(-1, *data.shape[-2:])
+    if data.shape[0] < phases or data.shape[0] % phases:
+        raise InputError(
+            f"{describe(path)} has {data.shape[0]} frames; a raw 2D-SIM acquisition has "
+            f"angles x phases frames ({phases} phases per angle, angle-major)"
+        )
+    if not np.isfinite(data).all():
+        raise InputError(f"{describe(path)} contains NaN or Inf pixels; clean the data")
+    return data, image.pixel_size_nm
+
+
+def camera_psf(psf_path: Path, pixel_nm: float | None, psf_pixel_nm: float | None) -> PSF:
+    """The detection PSF resampled to the camera pixel (what reconstruction needs)."""
+    psf = read_psf(psf_path, 2, pixel_size_nm=psf_pixel_nm or None)
+    if pixel_nm is None:
+        pixel_nm = psf.pixel_size_nm[-1]
+        log.warning("no pixel size in the raw file: assuming the PSF's, %.4g nm", pixel_nm)
+    return resample_psf(psf, (pixel_nm, pixel_nm))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import tempfile
@@ -11,78 +10,13 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from .. import __version__
-from ..export.onnx import export_model
 from ..runtime.errors import InputError
-from ..runtime.metadata import ModelMetadata, Normalization
-from .config import TrainConfig
-from .rcan3d import ZSDeconvNet3D, rcan_halo
-from .trainer import load_checkpoint
-from .unet2d import ZSDeconvNet2D, model_halo
+from ..training.config import TrainConfig
+from ..training.networks import build_network, metadata_from_state
+from ..training.trainer import load_checkpoint
+from .onnx import export_model
 
 log = logging.getLogger(__name__)
-
-
-def metadata_from_state(state: dict, cfg: TrainConfig) -> ModelMetadata:
-    """Fill the metadata contract from a checkpoint and its config (the one source of truth)."""
-    px = state.get("pixel_size_nm")
-    psf = state["psf"]
-    noise = state.get("noise", [])
-    up = cfg.upsample
-    if cfg.mode == "3d":
-        z = state.get("z_step_nm")
-        axes, scale, multiple, halo = "ZYX", (1, up, up), (1, 1, 1), rcan_halo(cfg)
-        px_in = (z, px, px) if px and z else None
-        px_out = (z, px / up, px / up) if px and z else None
-        network = (
-            f"two-stage 3D RCAN, {cfg.rcan_channels} channels, {cfg.rcan_groups} groups "
-            f"x {cfg.rcab_per_group} RCABs, channel attention window {cfg.ca_window}"
-        )
-    else:
-        m, h = cfg.size_multiple, model_halo(cfg)
-        axes, scale, multiple, halo = "YX", (up, up), (m, m), (h, h)
-        px_in = (px, px) if px else None
-        px_out = (px / up, px / up) if px else None
-        network = (
-            f"two-stage U-Net base {cfg.base_channels}, {cfg.levels} levels, "
-            f"{cfg.convs_per_level} convs/level, SR tail {cfg.sr_channels}"
-        )
-    return ModelMetadata(
-        ndim=cfg.ndim,
-        axes=axes,
-        output_scale=scale,
-        size_multiple=multiple,
-        halo=halo,
-        normalization=Normalization("percentile", cfg.norm_low, cfg.norm_high),
-        input_pixel_size_nm=px_in,
-        output_pixel_size_nm=px_out,
-        psf={
-            "shape": list(psf.shape),
-            "pixel_size_nm": [round(float(p), 3) for p in state.get("psf_pixel_size_nm", [])],
-            "sha256": state.get("psf_sha256", ""),
-            "source": state.get("psf_source", ""),
-        },
-        training={
-            "preset": cfg.preset,
-            "mode": cfg.mode,
-            "iterations": int(state["iteration"]),
-            "planned_iterations": cfg.iterations,
-            "seed": cfg.seed,
-            "images": [Path(p).name for p in cfg.images],
-            "network": network,
-            "train_seconds": round(float(state.get("elapsed", 0.0)), 1),
-            "background_adu": [round(n[0], 3) for n in noise],
-            "beta2": [round(n[1], 4) for n in noise],
-            "software": f"zsdeconvnet {__version__}",
-            "date": datetime.date.today().isoformat(),
-        },
-        channel=cfg.channel,
-    )
-
-
-def build_network(cfg: TrainConfig):
-    """The torch network a config describes (2D U-Net pair or 3D RCAN pair)."""
-    return ZSDeconvNet3D.from_config(cfg) if cfg.mode == "3d" else ZSDeconvNet2D.from_config(cfg)
 
 
 def export_checkpoint(
@@ -105,7 +39,7 @@ def export_checkpoint(
     metadata = metadata_from_state(state, cfg)
     if quantize is None:
         return export_model(model, metadata, output, crop)
-    from ..export.quantize import KINDS, quantize_model
+    from .quantize import KINDS, quantize_model
 
     if quantize not in KINDS:
         raise InputError(f"unknown quantisation {quantize!r}; choose one of {list(KINDS)}")
@@ -132,7 +66,7 @@ def export_bioimageio(
     first training frame (raw intensities); when the training images are no longer readable,
     the checkpoint's stored (normalised) crop.
     """
-    from ..export.bioimageio import write_package
+    from .bioimageio import write_package
 
     state = load_checkpoint(checkpoint)
     cfg = TrainConfig.from_json(state["config"])

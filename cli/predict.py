@@ -1,177 +1,20 @@
-"""The ``zsdeconvnet`` command line.
+"""``predict`` and ``info``: restore images with a model file, and describe one.
 
-Commands that need PyTorch (``train``, ``export``, ...) live outside the runtime and are
-imported only when called, so ``zsdeconvnet predict`` starts without torch installed.
+The runtime's own commands: nothing here imports torch or scipy.
 """
 
 from __future__ import annotations
 
-import functools
 import glob
-import importlib
-import importlib.util
-import logging
 import os
-import sys
 from pathlib import Path
 
 import click
 
-from .. import __version__
-from .errors import InputError
-from .tiling import DEFAULT_TILE
-from .zarr_io import is_zarr
-
-#: What the torch commands import, and the install line that brings it
-TRAIN = ("torch", "onnx", "onnxscript", "scipy", "skimage", "matplotlib")
-#: What the physics commands (psf, simulate, evaluate) import: no torch
-PHYSICS = ("scipy", "skimage")
-#: (the package is installed from a checkout or a wheel: ``zsdeconvnet`` stands for either)
-INSTALL_HINT = {
-    TRAIN: "pip install torch==2.13.0 'zsdeconvnet[train]' (from a checkout: '.[train]')",
-    PHYSICS: "pip install 'zsdeconvnet[physics]' (from a checkout: '.[physics]')",
-}
-
-#: name -> (module:attribute, one-line help, modules it needs beyond the runtime)
-COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "predict": ("zsdeconvnet.runtime.cli:predict", "Restore images with a model file.", ()),
-    "info": ("zsdeconvnet.runtime.cli:info", "Describe a model file and the runtime.", ()),
-    "psf": ("zsdeconvnet.training.cli_physics:psf", "Generate a PSF from the optics.", PHYSICS),
-    "simulate": (
-        "zsdeconvnet.training.cli_physics:simulate",
-        "Simulate noisy data with PSF and ground truth.",
-        PHYSICS,
-    ),
-    "train": ("zsdeconvnet.training.cli:train", "Zero-shot training on the image itself.", TRAIN),
-    "export": ("zsdeconvnet.training.cli:export", "Export a training checkpoint to ONNX.", TRAIN),
-    "adapt": (
-        "zsdeconvnet.training.cli:adapt",
-        "Fine-tune per frame, then restore it (test-time adaptation).",
-        TRAIN,
-    ),
-    "fiji": ("zsdeconvnet.fiji_bridge.cli:fiji", "Fiji / ImageJ: install macros, launch.", ()),
-    "serve": (
-        "zsdeconvnet.fiji_bridge.cli:serve",
-        "Warm prediction server for macros (127.0.0.1).",
-        (),
-    ),
-    "sim-reconstruct": (
-        "zsdeconvnet.training.cli_sim:sim_reconstruct",
-        "Conventional 2D-SIM reconstruction of raw frames.",
-        TRAIN,
-    ),
-    "sim-recorrupt": (
-        "zsdeconvnet.training.cli_sim:sim_recorrupt",
-        "Recorrupt raw SIM frames into training pairs.",
-        TRAIN,
-    ),
-    "demo": (
-        "zsdeconvnet.training.demo:demo",
-        "The main job on a shipped image: psf, train, export, predict.",
-        TRAIN,
-    ),
-    "evaluate": (
-        "zsdeconvnet.training.cli_physics:evaluate",
-        "PSNR/SSIM (paper protocol) and bead FWHM against a reference.",
-        PHYSICS,
-    ),
-}
-
-
-class LazyGroup(click.Group):
-    """A click group that imports a command's module only when the command runs."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS:
-            return None
-        target, help_text, requires = COMMANDS[name]
-        module_name, attr = target.split(":")
-        # checked before importing: several commands import their heavy modules only when run
-        absent = [m for m in requires if importlib.util.find_spec(m) is None]
-        if absent:
-            return _missing_extra(name, help_text, absent[0], INSTALL_HINT[requires])
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as err:
-            missing = (getattr(err, "name", "") or "").split(".")[0]
-            if requires and missing in requires:
-                return _missing_extra(name, help_text, missing, INSTALL_HINT[requires])
-            raise
-        return getattr(module, attr)
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
-
-
-def _missing_extra(name: str, help_text: str, missing: str, hint: str) -> click.Command:
-    message = f"'{name}' needs {missing}, which is not installed; install it with: {hint}"
-
-    @click.command(
-        name=name,
-        help=f"{help_text}\n\nNot available here: {message}.",
-        context_settings={"ignore_unknown_options": True},
-    )
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def stub(args: tuple[str, ...]) -> None:
-        raise click.ClickException(message)
-
-    return stub
-
-
-#: Set by the hidden ``--errors-to-stdout`` option: ImageJ's ``exec()`` reads stdout only.
-_ERRORS_TO_STDOUT = False
-
-
-def _report(message: str) -> None:
-    click.echo(message, err=not _ERRORS_TO_STDOUT)
-
-
-def friendly_errors(func):
-    """Turn :class:`InputError` into one ``Error: ...`` line and exit code 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except InputError as err:
-            _report(f"Error: {err}")
-            sys.exit(2)
-        except OSError as err:  # disk full, permissions, ... while writing
-            where = f"'{err.filename}': " if err.filename else ""
-            _report(f"Error: {where}{err.strerror or err}; no partial output was kept")
-            sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("Interrupted; no partial output was kept.", err=True)
-            sys.exit(130)
-
-    return wrapper
-
-
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="zsdeconvnet")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.option("--errors-to-stdout", is_flag=True, hidden=True)
-def main(verbose: int, errors_to_stdout: bool) -> None:
-    """ZS-DeconvNet: zero-shot denoising and super-resolution for fluorescence microscopy.
-
-    Train on one noisy image and its PSF, export one ONNX file, restore images anywhere.
-
-    \b
-    Examples:
-      zsdeconvnet predict model.onnx cell.tif -o cell_sr.tif
-      zsdeconvnet info model.onnx
-    """
-    global _ERRORS_TO_STDOUT
-    _ERRORS_TO_STDOUT = errors_to_stdout
-    level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s: %(message)s")
-    if verbose < 2:  # tifffile logs each defect of a damaged file; we report it in one line
-        logging.getLogger("tifffile").setLevel(logging.CRITICAL)
+from ..runtime.errors import InputError
+from ..runtime.tiling import DEFAULT_TILE
+from ..runtime.zarr_io import is_zarr
+from .main import friendly_errors
 
 
 def expand_inputs(patterns: tuple[str, ...]) -> list[Path]:
@@ -249,7 +92,7 @@ def _refuse_overlaps(inputs: list[Path], jobs: list[tuple[Path, Path, Path | Non
             raise InputError(f"-o and --denoised both name '{out}'; give two different paths")
 
 
-@main.command()
+@click.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
@@ -401,8 +244,8 @@ def predict(
       zsdeconvnet predict model.onnx 'movie/*.tif' -o restored/ --provider cuda
       zsdeconvnet predict model.onnx big.zarr -o big_sr.zarr --dask local:2
     """
-    from .model import Model
-    from .predict import PredictOptions, Predictor
+    from ..runtime.model import Model
+    from ..runtime.predict import PredictOptions, Predictor
 
     options = PredictOptions(
         tile=tile or None,
@@ -438,8 +281,8 @@ def _predict_blocks(
     model, provider, threads, io_binding, options, jobs, dask_spec, block, resume, overwrite
 ) -> None:
     """``predict`` through the task runner (OME-Zarr outputs, --dask, --resume)."""
-    from .distributed import Job, open_executor, run_jobs
-    from .tasks import ModelSpec
+    from ..runtime.distributed import Job, open_executor, run_jobs
+    from ..runtime.tasks import ModelSpec
 
     with open_executor(dask_spec, threads) as (executor, worker_threads):
         click.echo(f"model {model.name}: running on {executor.description}", err=True)
@@ -449,7 +292,7 @@ def _predict_blocks(
         click.echo(f"wrote {out}" + (f" and {den}" if den else ""), err=True)
 
 
-@main.command()
+@click.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--provider",
@@ -468,8 +311,8 @@ def info(model, provider):
     """
     import onnxruntime as ort
 
-    from .model import Model, installed_onnxruntime_distributions
-    from .selfcheck import int8_kernels, run_self_check
+    from ..runtime.model import Model, installed_onnxruntime_distributions
+    from ..runtime.selfcheck import int8_kernels, run_self_check
 
     loaded = Model(model, provider=provider, self_check=False)
     click.echo(f"model          : {model} ({os.path.getsize(model) / 1e6:.1f} MB)")
@@ -492,7 +335,3 @@ def info(model, provider):
             "(README, 'GPU install').",
             err=True,
         )
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -1,0 +1,1 @@
+"""The ``zsdeconvnet`` command: one click group, one module per command family."""

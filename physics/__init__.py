@@ -1,0 +1,1 @@
+"""Optics and images without torch: PSFs, simulators, metrics, Richardson-Lucy, SIM."""
