@@ -17,6 +17,11 @@ from .predict import expand_inputs
 log = logging.getLogger(__name__)
 
 
+#: With --time-budget and no --iterations: the most a budget may buy (3x the 6000 iterations
+#: that converged on the simulator, benchmarks/RESULTS.md)
+MAX_BUDGET_ITERATIONS = 20_000
+
+
 @click.command()
 @click.argument("images", nargs=-1)
 @click.option(
@@ -39,6 +44,14 @@ log = logging.getLogger(__name__)
     help="fast: tuned for a CPU; paper: the reference network and schedule.",
 )
 @click.option("--iterations", type=int, default=None, help="Training iterations.")
+@click.option(
+    "--time-budget",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Train for about this long (export not counted): the step time is measured and the "
+    "iteration count chosen to fit (--iterations, if given, is the most it may choose).",
+)
 @click.option("--lr", type=float, default=None, help="Learning rate (Adam), the preset's if unset.")
 @click.option(
     "--hessian-weight",
@@ -119,6 +132,7 @@ def train(
     output,
     preset,
     iterations,
+    time_budget,
     lr,
     hessian_weight,
     positivity,
@@ -152,6 +166,7 @@ def train(
     Examples:
       zsdeconvnet psf -o psf.tif --na 1.49 --wavelength 525 --pixel-size 62.6
       zsdeconvnet train cell.tif --psf psf.tif -o cell.onnx
+      zsdeconvnet train cell.tif --psf psf.tif -o cell.onnx --time-budget 180
       zsdeconvnet train movie.tif --psf psf.tif -o m.onnx --preset paper --device cuda
       zsdeconvnet train --resume cell_training -o cell.onnx --overwrite
       zsdeconvnet train stack.tif --psf psf3d.tif -o stack.onnx --mode 3d --z-step 200
@@ -183,6 +198,9 @@ def train(
         z_step_nm=z_step,
         psf_z_step_nm=psf_z_step,
     )
+    if time_budget is not None:
+        overrides["time_budget_s"] = time_budget
+        overrides["iterations"] = iterations or MAX_BUDGET_ITERATIONS
     if resume is not None:
         cfg = TrainConfig.from_json(load_checkpoint(resume)["config"])
         if iterations:

@@ -415,3 +415,45 @@ def test_export_of_a_file_that_is_not_a_checkpoint_is_one_clear_line(tmp_path, d
     assert result.exit_code == 2 and phrase in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1 and "PyTorch 2.6" not in result.output
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_budget_iterations_fit_the_time_left():
+    from zsdeconvnet.training.trainer import budget_iterations
+
+    # 100 s left after 6 iterations; 1 s per step plus a 5 s checkpoint every 50 and at the end
+    n = budget_iterations(106.0, 6.0, 6, 1.0, 5.0, 50, cap=10_000)
+    assert n == 6 + 86  # 95 s / 1.1 s per step
+    assert 86 * 1.0 + (86 // 50 + 1) * 5.0 <= 100.0
+    assert budget_iterations(106.0, 6.0, 6, 1.0, 5.0, 50, cap=40) == 40  # --iterations caps it
+    assert budget_iterations(5.0, 6.0, 6, 1.0, 5.0, 50, cap=10_000) == 6  # over budget: stop
+
+
+def test_time_budget_fixes_the_schedule_once_and_the_run_keeps_it(nuclei, tmp_path):
+    image, psf = nuclei
+    out = tmp_path / "m.onnx"
+    result = run(
+        "train",
+        image,
+        "--psf",
+        psf,
+        "-o",
+        out,
+        "--time-budget",
+        "8",
+        "--patch-size",
+        "64",
+        "--batch-size",
+        "2",
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    assert "time budget 8 s:" in result.output and out.exists()
+    run_dir = tmp_path / "m_training"
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["time_budget_s"] is None and cfg["budgeted_s"] == 8
+    chosen = cfg["iterations"]
+    assert f"{chosen} iterations chosen" in result.output
+    rows = (run_dir / "loss.csv").read_text().splitlines()
+    assert int(rows[-1].split(",")[0]) == chosen >= 6  # probe steps always run
+    meta = Model(out, provider="cpu").metadata
+    assert meta.training["iterations"] == meta.training["planned_iterations"] == chosen

@@ -86,6 +86,11 @@ class TrainConfig:
     lr_step: int = 10_000
     lr_milestones: tuple[int, ...] = (5000, 7500, 10000)
     lr_min_fraction: float = 0.02
+    # Wall-time budget (s) of the training loop (checkpoints and plots included, export not):
+    # the trainer times its first steps and fixes ``iterations`` to end within it, then sets
+    # ``budgeted_s`` to the budget and this back to None (so a resumed run keeps the schedule)
+    time_budget_s: float | None = None
+    budgeted_s: float | None = None
     # Mixed precision for the 2D network: "auto" = bf16 autocast on CUDA and on CPUs with
     # native bf16 (AVX512-BF16 or AMX; measured 2.1x faster steps on such a CPU, with the same
     # quality as fp32 in benchmarks/RESULTS.md), fp32 elsewhere; "bf16"; "off" (fp32).
@@ -135,6 +140,10 @@ class TrainConfig:
             )
         if not 0 <= self.mu <= 1:
             raise InputError(f"mu must be in [0, 1], got {self.mu}")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise InputError(
+                f"time budget must be a positive number of seconds, not {self.time_budget_s}"
+            )
         if self.iterations < 1 or self.batch_size < 1 or self.lr <= 0:
             raise InputError("iterations, batch size and learning rate must be positive")
         if self.schedule not in ("step", "milestones", "cosine"):

@@ -168,7 +168,16 @@ def _train_and_export(
             + "".join(f", {n.describe()}" for n in trainer.sampler.noise[:1]),
             err=True,
         )
+    if cfg.time_budget_s is not None and world.size > 1:
+        raise InputError("--time-budget is for one training process; leave it out with torchrun")
     trainer.train(progress=progress, callback=callback)
+    done = trainer.cfg
+    if done.budgeted_s is not None and world.is_main:
+        click.echo(
+            f"time budget {done.budgeted_s:g} s: {done.iterations} iterations chosen from the "
+            f"measured step time, trained in {trainer.elapsed:.0f} s",
+            err=True,
+        )
     if trainer.cancelled:
         raise Cancelled(run_dir, trainer.iteration)
     if not world.is_main:

@@ -38,6 +38,8 @@ from .unet2d import ZSDeconvNet2D
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
+#: Steps timed before a time budget fixes the iteration count (the first one, warm-up, excluded)
+PROBE_STEPS = 6
 LOSS_COLUMNS = ("iteration", "loss", "denoise", "deconv", "hessian", "lr", "seconds")
 PARITY_CROP = 256
 
@@ -51,6 +53,26 @@ def lr_factor(cfg: TrainConfig, iteration: int) -> float:
     progress = min(iteration / max(cfg.iterations, 1), 1.0)
     floor = cfg.lr_min_fraction
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def budget_iterations(
+    budget_s: float,
+    elapsed_s: float,
+    done: int,
+    step_s: float,
+    checkpoint_s: float,
+    every: int,
+    cap: int,
+) -> int:
+    """The iteration count that ends a run within ``budget_s`` seconds.
+
+    ``done`` iterations took ``elapsed_s``; each further one takes ``step_s``, and a checkpoint
+    (with its plots) ``checkpoint_s`` every ``every`` iterations and once at the end. Never
+    fewer than ``done``, never more than ``cap``.
+    """
+    per_step = step_s + checkpoint_s / max(every, 1)
+    more = math.floor((budget_s - elapsed_s - checkpoint_s) / max(per_step, 1e-9))
+    return int(min(cap, done + max(more, 0)))
 
 
 def sr_psf(
@@ -163,8 +185,9 @@ class Trainer:
         self.bf16 = use_bf16(cfg.amp, self.device) and not self.three_d
         self.blur = FFTConvolver(torch.from_numpy(self.psf_sr.data)).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        # reads self.cfg at every step: a time budget may fix the iteration count after a few
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda i: lr_factor(cfg, i)
+            self.optimizer, lambda i: lr_factor(self.cfg, i)
         )
         self.iteration = 0
         self.elapsed = 0.0
@@ -381,15 +404,29 @@ class Trainer:
             dynamic_ncols=True,
         )
         start = time.perf_counter() - self.elapsed
+        step_times: list[float] = []
         with bar:
             while self.iteration < end:
+                before = time.perf_counter()
                 parts = self.step()
                 self.elapsed = time.perf_counter() - start
+                step_times.append(self.elapsed - (before - start))
                 rows.append(
                     {"iteration": self.iteration, **parts, "seconds": round(self.elapsed, 3)}
                 )
+                if cfg.time_budget_s is not None and len(step_times) == PROBE_STEPS:
+                    if self.run_dir is not None:
+                        self._log_rows(rows)
+                        rows = []
+                    cfg = self._fix_budget(step_times[1:], start)
+                    end = cfg.iterations if stop_after is None else min(end, cfg.iterations)
+                    bar.total = cfg.iterations
+                    bar.refresh()
                 if self.iteration % 10 == 0 or self.iteration == end:
-                    bar.set_postfix(loss=f"{parts['loss']:.4f}", lr=f"{parts['lr']:.1e}")
+                    postfix = {"loss": f"{parts['loss']:.4f}", "lr": f"{parts['lr']:.1e}"}
+                    if cfg.budgeted_s is not None:
+                        postfix["left"] = f"{max(cfg.budgeted_s - self.elapsed, 0):.0f}s"
+                    bar.set_postfix(postfix)
                 bar.update(1)
                 if callback is not None and callback(self.iteration, cfg.iterations) is False:
                     self.cancelled = True
@@ -403,6 +440,48 @@ class Trainer:
                 if self.cancelled:
                     break
         return self.model
+
+    def _fix_budget(self, step_times: list[float], start: float) -> TrainConfig:
+        """Fix ``iterations`` from the measured step time so the run ends within its budget.
+
+        A checkpoint with plots is written (and timed) here, so the chosen schedule is on disk
+        before the run goes on: a resumed run continues it exactly.
+        """
+        cfg = self.cfg
+        step_s = float(np.median(step_times))
+        checkpoint_s = 0.0
+        if self.run_dir is not None:
+            tick = time.perf_counter()
+            self.save_checkpoint()
+            self.write_plots()
+            checkpoint_s = time.perf_counter() - tick
+        self.elapsed = time.perf_counter() - start
+        iterations = budget_iterations(
+            cfg.time_budget_s,
+            self.elapsed,
+            self.iteration,
+            step_s,
+            checkpoint_s,
+            cfg.checkpoint_every,
+            cfg.iterations,
+        )
+        iterations = max(iterations, self.iteration)
+        self.cfg = cfg.replace(
+            iterations=iterations, time_budget_s=None, budgeted_s=cfg.time_budget_s
+        )
+        if self.run_dir is not None:
+            self.cfg.save(self.run_dir / "config.json")
+            self.save_checkpoint()
+        if self.world.is_main:
+            log.info(
+                "time budget %g s: %.3f s per step and %.2f s per checkpoint measured; "
+                "training %d iterations",
+                cfg.time_budget_s,
+                step_s,
+                checkpoint_s,
+                iterations,
+            )
+        return self.cfg
 
     def write_plots(self) -> None:
         """``loss.png`` and ``preview.png`` in the run folder (best effort: never fatal)."""
