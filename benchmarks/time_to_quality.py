@@ -8,7 +8,8 @@ not counted in the wall time. Prints one row per checkpoint.
         [--stop-after N]
 
 ``--stop-after N`` ends the curve at iteration ``N`` without changing the preset's schedule
-(the first hours of a long GPU preset on a CPU).
+(the first hours of a long GPU preset on a CPU). ``--set time_budget_s=S --set iterations=20000
+--every 1000000`` trains as ``train --time-budget S`` does and scores once at the end.
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ def main() -> None:
         noisy = images["noisy"].astype(np.float32)
         trainer = Trainer(cfg, [noisy], psf, sim.pixel_nm, workdir)
         seconds = 0.0
-        while trainer.iteration < end:
+        # a time budget (--set time_budget_s=S) fixes trainer.cfg.iterations after a few steps
+        while trainer.iteration < min(end, trainer.cfg.iterations):
+            end = min(end, trainer.cfg.iterations)
             start = time.perf_counter()
             trainer.train(progress=False, stop_after=min(args.every, end - trainer.iteration))
             seconds += time.perf_counter() - start

@@ -1,1 +1,3 @@
-"""Inference runtime: ONNX model, metadata contract, tiling, TIFF I/O and the CLI. No torch."""
+"""Inference runtime: ONNX model, metadata contract, self-check, tiling, TIFF/zarr I/O, predict.
+
+No torch, no scipy (docs/ARCHITECTURE.md)."""

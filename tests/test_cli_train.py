@@ -418,7 +418,7 @@ def test_export_of_a_file_that_is_not_a_checkpoint_is_one_clear_line(tmp_path, d
 
 
 def test_budget_iterations_fit_the_time_left():
-    from zsdeconvnet.training.trainer import budget_iterations
+    from zsdeconvnet.training.schedule import budget_iterations
 
     # 100 s left after 6 iterations; 1 s per step plus a 5 s checkpoint every 50 and at the end
     n = budget_iterations(106.0, 6.0, 6, 1.0, 5.0, 50, cap=10_000)

@@ -75,8 +75,9 @@ def test_hessian_penalty_is_zero_for_planes_and_positive_for_noise():
     assert hessian_penalty(torch.rand(1, 1, 16, 16)) > 0.1
 
 
-def test_halo_covers_the_receptive_field():
-    cfg = preset("fast", **TINY)
+@pytest.mark.parametrize("tail", ["nearest", "shuffle"])
+def test_halo_covers_the_receptive_field(tail):
+    cfg = preset("fast", **TINY, sr_tail=tail)
     torch.manual_seed(0)  # a fixed draw: with some draws the output ReLU is dead at the probe
     net = ZSDeconvNet2D.from_config(cfg).eval()
     x = torch.rand(1, 1, 96, 96, requires_grad=True)
@@ -182,3 +183,24 @@ def test_configs_of_older_checkpoints_still_load():
     record = json.loads(preset("fast").to_json())
     record["preview_every"] = 0  # a field retired after 0.1.0 checkpoints were written
     assert TrainConfig.from_json(json.dumps(record)) == preset("fast")
+
+
+def test_the_sub_pixel_tail_keeps_sizes_and_exports_exactly(tmp_path):
+    """The pixel-shuffle tail gives the same output grid as the paper's tail, and its ONNX
+    export (DepthToSpace) reproduces torch."""
+    from zsdeconvnet.export.onnx import export_model
+    from zsdeconvnet.runtime.model import Model
+    from zsdeconvnet.training.networks import metadata_from_state
+
+    cfg = preset("fast", **TINY, sr_tail="shuffle")
+    torch.manual_seed(0)
+    net = ZSDeconvNet2D.from_config(cfg).eval()
+    x = torch.rand(2, 1, 48, 64)
+    den, dec = net(x)
+    assert den.shape == (2, 1, 48, 64) and dec.shape == (2, 1, 96, 128)
+    state = {"iteration": 0, "psf": torch.zeros(3, 3), "pixel_size_nm": 65.0}
+    path = tmp_path / "shuffle.onnx"
+    export_model(net, metadata_from_state(state, cfg), path, x[:1].numpy())
+    out = Model(path, provider="cpu").run(x.numpy())
+    np.testing.assert_allclose(out[1], dec.detach().numpy(), atol=1e-5)
+    assert Model(path, provider="cpu").metadata.halo == (model_halo(cfg),) * 2

@@ -16,6 +16,9 @@ from pathlib import Path
 
 from ..runtime.errors import InputError, describe
 
+#: The 2D network's 2x tails (training/unet2d.py)
+SR_TAILS = ("nearest", "shuffle")
+
 
 @dataclass
 class TrainConfig:
@@ -69,6 +72,9 @@ class TrainConfig:
     convs_per_level: int = 3
     sr_channels: int = 128
     upsample: int = 2
+    # 2x tail: "nearest" (the paper's: upsample, then convs on the fine grid) or "shuffle"
+    # (sub-pixel: convs at input resolution, then a pixel shuffle; training/unet2d.py)
+    sr_tail: str = "nearest"
     # loss
     mu: float = 0.5
     hessian_weight: float = 0.02
@@ -159,6 +165,8 @@ class TrainConfig:
                 "pair_backend torch makes 2D recorruption pairs; 3D and SIM pairs are made with "
                 "numpy (use auto or numpy)"
             )
+        if self.sr_tail not in SR_TAILS:
+            raise InputError(f"sr_tail must be one of {SR_TAILS}, not {self.sr_tail!r}")
         if self.upsample not in (1, 2):
             raise InputError("upsample must be 1 or 2")
         if self.levels < 2 or self.convs_per_level < 1:

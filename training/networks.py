@@ -34,7 +34,7 @@ def metadata_from_state(state: dict, cfg: TrainConfig) -> ModelMetadata:
         px_out = (px / up, px / up) if px else None
         network = (
             f"two-stage U-Net base {cfg.base_channels}, {cfg.levels} levels, "
-            f"{cfg.convs_per_level} convs/level, SR tail {cfg.sr_channels}"
+            f"{cfg.convs_per_level} convs/level, SR tail {cfg.sr_channels} ({cfg.sr_tail})"
         )
     return ModelMetadata(
         ndim=cfg.ndim,

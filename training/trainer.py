@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import errno
 import logging
-import math
 import time
 import zipfile
 from collections.abc import Callable
@@ -29,50 +28,19 @@ from ..runtime.io import atomic_output, remove_stale_partials
 from .config import TrainConfig
 from .data2d import PatchSampler
 from .data3d import StackSampler
+from .device import pick_device, use_bf16
 from .distributed import SINGLE, World, average
 from .losses import FFTConvolver, gap_amending_loss, zs_loss
 from .pairs_torch import make_pairs, use_torch_pairs
 from .rcan3d import ZSDeconvNet3D
+from .schedule import PROBE_STEPS, budget_iterations, lr_factor
 from .unet2d import ZSDeconvNet2D
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-#: Steps timed before a time budget fixes the iteration count (the first one, warm-up, excluded)
-PROBE_STEPS = 6
 LOSS_COLUMNS = ("iteration", "loss", "denoise", "deconv", "hessian", "lr", "seconds")
 PARITY_CROP = 256
-
-
-def lr_factor(cfg: TrainConfig, iteration: int) -> float:
-    """Learning-rate multiplier at ``iteration`` (0-based)."""
-    if cfg.schedule == "step":
-        return 0.5 ** (iteration // cfg.lr_step)
-    if cfg.schedule == "milestones":
-        return 0.5 ** sum(iteration >= m for m in cfg.lr_milestones)
-    progress = min(iteration / max(cfg.iterations, 1), 1.0)
-    floor = cfg.lr_min_fraction
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def budget_iterations(
-    budget_s: float,
-    elapsed_s: float,
-    done: int,
-    step_s: float,
-    checkpoint_s: float,
-    every: int,
-    cap: int,
-) -> int:
-    """The iteration count that ends a run within ``budget_s`` seconds.
-
-    ``done`` iterations took ``elapsed_s``; each further one takes ``step_s``, and a checkpoint
-    (with its plots) ``checkpoint_s`` every ``every`` iterations and once at the end. Never
-    fewer than ``done``, never more than ``cap``.
-    """
-    per_step = step_s + checkpoint_s / max(every, 1)
-    more = math.floor((budget_s - elapsed_s - checkpoint_s) / max(per_step, 1e-9))
-    return int(min(cap, done + max(more, 0)))
 
 
 def sr_psf(
@@ -89,30 +57,6 @@ def sr_psf(
     if z_step_nm is None:
         raise InputError("3D training needs the stack's z step (TIFF metadata or --z-step)")
     return crop_psf(resample_psf(psf, (2 * z_step_nm, target, target)), cfg.psf_sigmas)
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where autocast pays.
-
-    Elsewhere oneDNN emulates bf16 and autocast would be slower than fp32.
-    """
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def use_bf16(amp: str, device: torch.device) -> bool:
-    """Resolve the ``amp`` setting for a device."""
-    if amp == "off":
-        return False
-    if amp == "bf16":
-        return True
-    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
-
-
-def pick_device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
-    return torch.device(name)
 
 
 class Trainer:

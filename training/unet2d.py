@@ -2,9 +2,13 @@
 
 Stage 1 (denoiser): a U-Net, ``levels`` resolution levels (channels ``base * 2**l``),
 ``convs_per_level`` 3x3 conv + ReLU per level, max-pool down, nearest up + skip concatenation,
-1-channel output. Stage 2 (deconvolver): the same U-Net on stage 1's output, then nearest 2x
-upsampling and two ``sr_channels`` convs, 1-channel output with a ReLU (intensities are
-non-negative). Tensors are ``[N, 1, Y, X]`` in the normalised domain.
+1-channel output. Stage 2 (deconvolver): the same U-Net on stage 1's output, then the 2x tail
+and a 1-channel output with a ReLU (intensities are non-negative). Tail ``nearest`` (the
+paper's): nearest 2x upsampling, then two ``sr_channels`` 3x3 convs on the fine grid. Tail
+``shuffle`` (sub-pixel): the two convs at input resolution, a 1x1 conv to ``upsample**2``
+channels and a pixel shuffle onto the fine grid: the same output size with the tail's
+convolutions on a quarter of the pixels (on a CPU without bf16 the fine-grid convs were 44 % of
+a training step, benchmarks/RESULTS.md). Tensors are ``[N, 1, Y, X]`` in the normalised domain.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import TrainConfig
+from .config import SR_TAILS, TrainConfig
 
 
 def _block(c_in: int, c_out: int, n: int) -> nn.Sequential:
@@ -64,9 +68,13 @@ class ZSDeconvNet2D(nn.Module):
         convs: int = 3,
         sr_channels: int = 128,
         upsample: int = 2,
+        tail: str = "nearest",
     ):
         super().__init__()
+        if tail not in SR_TAILS:
+            raise ValueError(f"tail must be one of {SR_TAILS}, got {tail!r}")
         self.upsample = upsample
+        self.shuffle = tail == "shuffle" and upsample > 1
         self.stage1 = UNet2D(1, base, levels, convs)
         self.head1 = nn.Conv2d(base, 1, 1)
         self.stage2 = UNet2D(1, base, levels, convs)
@@ -76,7 +84,7 @@ class ZSDeconvNet2D(nn.Module):
             nn.Conv2d(sr_channels, sr_channels, 3, padding=1),
             nn.ReLU(inplace=True),
         )
-        self.head2 = nn.Conv2d(sr_channels, 1, 1)
+        self.head2 = nn.Conv2d(sr_channels, upsample**2 if self.shuffle else 1, 1)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -94,6 +102,9 @@ class ZSDeconvNet2D(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         denoised = self.head1(self.stage1(x))
         features = self.stage2(denoised)
+        if self.shuffle:
+            fine = F.pixel_shuffle(self.head2(self.tail(features)), self.upsample)
+            return denoised, F.relu(fine)
         if self.upsample > 1:
             features = F.interpolate(features, scale_factor=float(self.upsample), mode="nearest")
         deconvolved = F.relu(self.head2(self.tail(features)))
@@ -102,7 +113,12 @@ class ZSDeconvNet2D(nn.Module):
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> ZSDeconvNet2D:
         return cls(
-            cfg.base_channels, cfg.levels, cfg.convs_per_level, cfg.sr_channels, cfg.upsample
+            cfg.base_channels,
+            cfg.levels,
+            cfg.convs_per_level,
+            cfg.sr_channels,
+            cfg.upsample,
+            cfg.sr_tail,
         )
 
 
@@ -123,5 +139,7 @@ def unet_halo(levels: int, convs: int) -> int:
 
 
 def model_halo(cfg: TrainConfig) -> int:
-    """Receptive-field radius (input px) of the two-stage network, tail included."""
-    return 2 * unet_halo(cfg.levels, cfg.convs_per_level) + 1
+    """Receptive-field radius (input px) of the two-stage network, tail included (two 3x3
+    convs: 1 input px on the fine grid, 2 at input resolution for the sub-pixel tail)."""
+    tail = 2 if cfg.sr_tail == "shuffle" and cfg.upsample > 1 else 1
+    return 2 * unet_halo(cfg.levels, cfg.convs_per_level) + tail
