@@ -74,3 +74,34 @@ def test_the_rule_test_can_fail():
     assert imports_of(ROOT / "runtime" / "probe.py", "from ..physics.psf import PSF\n") == {
         "physics"
     }
+
+
+def test_the_physics_commands_run_with_torch_blocked(tmp_path):
+    """psf, simulate and evaluate in a process where importing torch fails."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "class NoTorch:  # as if torch were not installed\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'torch':\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
+        "from zsdeconvnet.cli.main import main\n"
+        "for argv in (['psf', '-o', 'p.tif', '--na', '1.4', '--wavelength', '525',"
+        " '--pixel-size', '65'], ['simulate', '-o', 'sim', '--size', '64'],"
+        " ['evaluate', 'sim/noisy.tif', '--reference', 'sim/reference.tif']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code in (0, None), (argv, e.code)\n"
+        "import zsdeconvnet.physics.richardson_lucy, zsdeconvnet.physics.sim_reconstruct\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('zsdeconvnet.training'))\n"
+        "print('TRAINING', loaded, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "TRAINING [] False" in done.stdout
