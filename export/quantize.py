@@ -117,7 +117,7 @@ def check_tile(tile: np.ndarray, size_multiple: tuple[int, ...]) -> np.ndarray:
     start = [(s - n) // 2 for s, n in zip(spatial, size)]
     index = tuple(slice(a, a + n) for a, n in zip(start, size))
     crop = np.ascontiguousarray(tile[(slice(None), slice(None), *index)], dtype=np.float32)
-    if crop.nbytes * 4 ** (len(spatial) - 1) > MAX_ARRAY_BYTES:  # output up to 4x, 2D or 3D
+    if crop.nbytes * 4 > MAX_ARRAY_BYTES:  # the deconvolved output: 2x in y and x, 2D or 3D
         raise ExportError(f"calibration tile {crop.shape} too large for a self-check")
     return crop
 
@@ -181,7 +181,7 @@ def quantize_model(
         proto = onnx.load(str(reduced))
     training = dict(metadata.training)
     training["quantization"] = {
-        "type": DESCRIPTIONS[kind] if kind == "fp16" else f"int8 static {recipe}",
+        "type": FP16_DESCRIPTION if kind == "fp16" else f"int8 static {recipe}",
         "calibration_tiles": len(tiles),
         "psnr_vs_fp32_db": {k: round(v, 2) for k, v in scores.items()},
     }
@@ -197,9 +197,7 @@ def quantize_model(
     return scores
 
 
-DESCRIPTIONS = {
-    "fp16": "fp16 weights and activations, float32 input and outputs",
-}
+FP16_DESCRIPTION = "fp16 weights and activations, float32 input and outputs"
 
 
 def _int8(fp32_path, output: Path, tiles: list[np.ndarray], tmp: str, recipe: str) -> None:

@@ -354,7 +354,7 @@ class Trainer:
                 before = time.perf_counter()
                 parts = self.step()
                 self.elapsed = time.perf_counter() - start
-                step_times.append(self.elapsed - (before - start))
+                step_times.append(time.perf_counter() - before)
                 rows.append(
                     {"iteration": self.iteration, **parts, "seconds": round(self.elapsed, 3)}
                 )
@@ -409,7 +409,6 @@ class Trainer:
             cfg.checkpoint_every,
             cfg.iterations,
         )
-        iterations = max(iterations, self.iteration)
         self.cfg = cfg.replace(
             iterations=iterations, time_budget_s=None, budgeted_s=cfg.time_budget_s
         )
