@@ -132,3 +132,13 @@ def test_default_int8_weights_are_7_bit_so_no_x86_kernel_saturates(model2d, tmp_
         if w.data_type == onnx.TensorProto.INT8
     )
     assert widest > 64  # the check above can fail: full 8-bit weights reach past 7 bits
+
+
+def test_info_reports_the_check_on_this_machine(reduced, tmp_path):
+    path, _ = reduced
+    passes = CliRunner().invoke(main, ["info", str(path), "--provider", "cpu"])
+    assert passes.exit_code == 0 and "self-check here: passes" in passes.output
+    elsewhere = tmp_path / "elsewhere.onnx"
+    edit_check(path, elsewhere, lambda r: r.update(gate_db=200.0))
+    fails = CliRunner().invoke(main, ["info", str(elsewhere), "--provider", "cpu"])
+    assert fails.exit_code == 0 and "self-check here: FAILS, predict refuses it" in fails.output
