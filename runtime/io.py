@@ -207,16 +207,18 @@ def _lazy_tiff(path: Path):
     return zarr.open(tifffile.imread(path, aszarr=True, series=0), mode="r")
 
 
-def plain_stack_as_z(image: Image, axes: str | None = None) -> str:
+def plain_stack_as_z(image: Image, axes: str | None = None, notice: bool = True) -> str:
     """The axes to use for a 3D model: a plain stack of planes (``TYX`` with no Z pixel size,
     as ``tifffile.imwrite`` writes a 3D array) is read as a Z stack, with one log line.
 
-    ``train --mode 3d`` and ``predict`` with a 3D model share this rule.
+    ``train --mode 3d`` and ``predict`` with a 3D model share this rule; ``notice=False``
+    skips the log line (a file read again, block by block).
     """
     axes = image.axes if axes is None else axes
     if axes == "TYX" and image.pixel_size_nm.get("Z") is None:
         name = image.path.name if image.path is not None else "the image"
-        log.warning("%s is a plain stack of planes; reading it as a Z stack (3D model)", name)
+        if notice:
+            log.warning("%s is a plain stack of planes; reading it as a Z stack (3D model)", name)
         return "ZYX"
     return axes
 

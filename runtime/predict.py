@@ -147,6 +147,7 @@ class Predictor:
     def __init__(self, model: Model, options: PredictOptions | None = None):
         self.model = model
         self.options = options or PredictOptions()
+        self._noticed: set = set()  # files whose axes notice was logged (once, not per block)
         meta = model.metadata
         self.ndim = meta.ndim
         self.scale = meta.output_scale
@@ -318,9 +319,11 @@ class Predictor:
             data = np.take(data, channel, axis=axes.index("C"))
             axes = axes.replace("C", "")
         spatial = "YX" if self.ndim == 2 else "ZYX"
+        notice = image.path not in self._noticed
+        self._noticed.add(image.path)
         if self.ndim == 3:
-            axes = plain_stack_as_z(image, axes)
-        elif "Z" in axes and data.shape[axes.index("Z")] > 1:
+            axes = plain_stack_as_z(image, axes, notice)
+        elif notice and "Z" in axes and data.shape[axes.index("Z")] > 1:
             log.warning(
                 "%s is a Z stack and the model is 2D: it is restored plane by plane (for a "
                 "volume, train a 3D model with --mode 3d)",
