@@ -82,6 +82,24 @@ def zs_deconvnet(noisy, cfg, args, workdir):
     )
 
 
+def baselines(images, cfg, beads) -> list[tuple[str, dict, dict]]:
+    """Raw (upsampled) and Richardson-Lucy at its oracle iteration count, scored."""
+    noisy, reference = images["noisy"].astype(np.float64), images["reference"]
+    background = cfg.offset_adu + cfg.background_photons
+    psf_sr = pupil_psf(61, cfg.pixel_nm / 2, cfg.na, cfg.wavelength_nm, cfg.refractive_index)[0]
+    start = time.perf_counter()
+    k, rl, _ = best_richardson_lucy(noisy, psf_sr, reference, background, crop=CROP, max_iter=200)
+    rl_seconds = time.perf_counter() - start
+    return [
+        ("raw (upsampled)", score(noisy, reference, cfg, beads), {}),
+        (
+            "RL best",
+            score(rl, reference, cfg, beads),
+            {"iterations": k, "seconds": round(rl_seconds, 1)},
+        ),
+    ]
+
+
 def simulate_psf(cfg):
     return pupil_psf(cfg.psf_size, cfg.pixel_nm, cfg.na, cfg.wavelength_nm, cfg.refractive_index)[0]
 
@@ -110,30 +128,15 @@ def main() -> None:
         )
         images = simulate(cfg)
         beads = np.array(cfg.bead_positions_sr) if structure == "beads" else None
-        noisy, reference = images["noisy"].astype(np.float64), images["reference"]
-        background = cfg.offset_adu + cfg.background_photons
-        psf_sr = pupil_psf(61, cfg.pixel_nm / 2, cfg.na, cfg.wavelength_nm, cfg.refractive_index)[0]
-        start = time.perf_counter()
-        k, rl, _ = best_richardson_lucy(
-            noisy, psf_sr, reference, background, crop=CROP, max_iter=200
-        )
-        rl_seconds = time.perf_counter() - start
-        results = [
-            ("raw (upsampled)", score(noisy, reference, cfg, beads), {}),
-            (
-                "RL best",
-                score(rl, reference, cfg, beads),
-                {"iterations": k, "seconds": round(rl_seconds, 1)},
-            ),
-        ]
+        results = baselines(images, cfg, beads)
         if not args.no_zs:
             with tempfile.TemporaryDirectory() as tmp:
                 zs, zs_ens, info = zs_deconvnet(images["noisy"], cfg, args, Path(tmp))
-            results.append(("ZS-DeconvNet", score(zs, reference, cfg, beads), info))
+            results.append(("ZS-DeconvNet", score(zs, images["reference"], cfg, beads), info))
             results.append(
                 (
                     "ZS + ensemble",
-                    score(zs_ens, reference, cfg, beads),
+                    score(zs_ens, images["reference"], cfg, beads),
                     {"predict": "--ensemble (8 orientations)"},
                 )
             )

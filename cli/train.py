@@ -52,6 +52,14 @@ MAX_BUDGET_ITERATIONS = 20_000
     help="Train for about this long (export not counted): the step time is measured and the "
     "iteration count chosen to fit (--iterations, if given, is the most it may choose).",
 )
+@click.option(
+    "--init",
+    type=click.Choice(["auto", "prior", "scratch"]),
+    default=None,
+    help="Where 2D training starts: prior = the shipped 2D prior (trained zero-shot on "
+    "simulated data), fine-tuned on IMAGES with your PSF; scratch = random weights (the "
+    "paper's method); auto = the prior where the network and PSF fit it.  [default: auto]",
+)
 @click.option("--lr", type=float, default=None, help="Learning rate (Adam), the preset's if unset.")
 @click.option(
     "--hessian-weight",
@@ -133,6 +141,7 @@ def train(
     preset,
     iterations,
     time_budget,
+    init,
     lr,
     hessian_weight,
     positivity,
@@ -167,6 +176,7 @@ def train(
       zsdeconvnet psf -o psf.tif --na 1.49 --wavelength 525 --pixel-size 62.6
       zsdeconvnet train cell.tif --psf psf.tif -o cell.onnx
       zsdeconvnet train cell.tif --psf psf.tif -o cell.onnx --time-budget 180
+      zsdeconvnet train cell.tif --psf psf.tif -o cell.onnx --init scratch
       zsdeconvnet train movie.tif --psf psf.tif -o m.onnx --preset paper --device cuda
       zsdeconvnet train --resume cell_training -o cell.onnx --overwrite
       zsdeconvnet train stack.tif --psf psf3d.tif -o stack.onnx --mode 3d --z-step 200
@@ -183,6 +193,7 @@ def train(
     check_writable(output, overwrite or resume is not None)
     overrides = dict(
         iterations=iterations,
+        init=init,
         lr=lr,
         hessian_weight=hessian_weight,
         positivity=positivity,

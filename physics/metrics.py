@@ -235,3 +235,54 @@ def bead_fwhm_3d(
         "fwhm_axial_nm": float(np.mean(axial)) if axial else float("nan"),
         "n": min(len(lateral), len(axial)),
     }
+
+
+# -- without ground truth: fit to the data, and structure where there is none -----------------
+
+
+def bin_to_camera(image: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of ``factor x factor`` blocks: an output on the finer grid back on the camera's."""
+    h, w = (s // factor * factor for s in image.shape[-2:])
+    blocks = np.asarray(image, np.float64)[..., :h, :w].reshape(
+        h // factor, factor, w // factor, factor
+    )
+    return blocks.mean(axis=(1, 3))
+
+
+def data_term(output: np.ndarray, raw: np.ndarray, psf_sr: np.ndarray, factor: int = 2) -> float:
+    """The training loss's data term measured on the whole image: the output (on the ``factor``
+    x finer grid, in the raw image's units) re-blurred by the PSF on that grid and binned back
+    to camera pixels, against the raw image: mean absolute difference, as a fraction of the raw
+    image's 0.1-99.9 percentile range. It cannot reach zero (the raw image is noisy); lower
+    means the output explains the data better."""
+    from scipy.signal import fftconvolve
+
+    reblurred = bin_to_camera(fftconvolve(np.asarray(output, np.float64), psf_sr, "same"), factor)
+    raw = np.asarray(raw, np.float64)[: reblurred.shape[0], : reblurred.shape[1]]
+    lo, hi = np.percentile(raw, NORM_PERCENTILES)
+    return float(np.abs(reblurred - raw).mean() / (hi - lo))
+
+
+def blank_mask(raw: np.ndarray, fraction: float = 0.25, margin: int = 4) -> np.ndarray:
+    """Background pixels of a real image: the darkest ``fraction`` of the image smoothed over 3
+    px, shrunk by ``margin`` px so that no structure's blurred edge is counted."""
+    from scipy.ndimage import binary_erosion, gaussian_filter
+
+    smooth = gaussian_filter(np.asarray(raw, np.float64), 3)
+    mask = smooth <= np.percentile(smooth, 100 * fraction)
+    return binary_erosion(mask, iterations=margin)
+
+
+def blank_texture(output: np.ndarray, raw: np.ndarray, mask: np.ndarray, factor: int = 2) -> float:
+    """How much structure an output carries where the sample has none.
+
+    The standard deviation of the output (binned to camera pixels) over ``mask`` (blank
+    background, or the whole of a pure-noise image), divided by the raw image's standard
+    deviation there. Over blank background the raw image's variation is noise alone, so 0 is a
+    flat output, 1 keeps as much variation as the noise had, and anything a network invents
+    (puncta, filaments, texture from a prior) adds to it; denoising alone lowers it.
+    """
+    binned = bin_to_camera(output, factor)
+    m = mask[: binned.shape[0], : binned.shape[1]]
+    raw = np.asarray(raw, np.float64)[: binned.shape[0], : binned.shape[1]]
+    return float(binned[m].std() / max(raw[m].std(), 1e-12))

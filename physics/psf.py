@@ -207,6 +207,30 @@ def psf_sigma_px(psf: PSF) -> tuple[float, ...]:
     return tuple(sigmas)
 
 
+def fwhm_px(data: np.ndarray) -> float:
+    """Full width at half maximum of a 2D PSF (pixels), the mean of the row and the column
+    through its peak, half-maximum crossings interpolated linearly. Unlike second moments it
+    does not grow with the crop size (Airy rings, a measured PSF's noisy border)."""
+    data = np.asarray(data, np.float64)
+    py, px = np.unravel_index(int(np.argmax(data)), data.shape)
+    widths = []
+    for line, centre in ((data[py, :], px), (data[:, px], py)):
+        half = line[centre] / 2
+        left, right = centre, centre
+        while left > 0 and line[left - 1] > half:
+            left -= 1
+        while right < line.size - 1 and line[right + 1] > half:
+            right += 1
+        lo = left - 1 + (line[left - 1] - half) / (line[left - 1] - line[left]) if left else 0.0
+        hi = (
+            right + (line[right] - half) / (line[right] - line[right + 1])
+            if right < line.size - 1
+            else float(line.size - 1)
+        )
+        widths.append(hi - lo)
+    return float(np.mean(widths))
+
+
 def crop_psf(psf: PSF, n_sigma: float = 4.0, min_size: int = 3) -> PSF:
     """Crop to about +-``n_sigma`` standard deviations per axis (odd size), renormalised.
 

@@ -19,13 +19,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 from scipy.signal import fftconvolve
 
 from ..runtime.errors import InputError
 from ..runtime.io import write_tiff
 from .optics import pupil_psf, z_positions
 
-STRUCTURES = ("filaments", "puncta", "mixed", "beads", "sheets")
+STRUCTURES = ("filaments", "puncta", "mixed", "beads", "sheets", "nuclei", "membranes")
+#: Structures drawn in 2D only (sheets need a volume; nuclei and cell outlines are drawn flat)
+FLAT_ONLY = ("nuclei", "membranes")
 
 
 @dataclass
@@ -58,6 +61,8 @@ class SimulationConfig:
             raise InputError(f"--dims must be 2 or 3, got {self.dims}")
         if self.structure == "sheets" and self.dims == 2:
             raise InputError("sheets are a 3D structure; use --dims 3")
+        if self.structure in FLAT_ONLY and self.dims == 3:
+            raise InputError(f"{self.structure} are drawn in 2D only; use --dims 2")
         if self.oversample % 2 or self.oversample < 2:
             raise InputError("oversample must be an even number >= 2 (the SR grid is 2x)")
         if self.photons <= 0 or self.size < 16:
@@ -100,6 +105,43 @@ def _curves(rng, shape, n, step, length_px, persistence) -> list[np.ndarray]:
             pos = pos + direction * step
         curves.append(np.array(points))
     return curves
+
+
+def _nuclei(canvas: np.ndarray, rng, n: int, fine_nm: float) -> None:
+    """Filled ellipses (nuclei, vesicles: 0.4-3 um radius) with a chromatin-like texture."""
+    size = canvas.shape[0]
+    for _ in range(n):
+        radius = math.exp(rng.uniform(math.log(400), math.log(3000))) / fine_nm
+        axes = radius * np.array([1.0, rng.uniform(0.6, 1.0)])
+        angle = rng.uniform(0, np.pi)
+        cy, cx = rng.uniform(0, size - 1, 2)
+        lo = np.clip(np.floor([cy - radius, cx - radius]).astype(int), 0, size)
+        hi = np.clip(np.ceil([cy + radius, cx + radius]).astype(int) + 1, 0, size)
+        if np.any(hi <= lo):
+            continue
+        yy, xx = np.mgrid[lo[0] : hi[0], lo[1] : hi[1]]
+        u = (yy - cy) * np.cos(angle) + (xx - cx) * np.sin(angle)
+        v = -(yy - cy) * np.sin(angle) + (xx - cx) * np.cos(angle)
+        inside = (u / axes[0]) ** 2 + (v / axes[1]) ** 2 <= 1
+        texture = gaussian_filter(rng.normal(size=inside.shape), 150 / fine_nm)
+        texture /= texture.std() + 1e-12
+        fill = 0.08 * np.clip(1 + 0.4 * texture, 0.2, None) * inside
+        canvas[lo[0] : hi[0], lo[1] : hi[1]] += fill
+
+
+def _outlines(rng, size: int, n: int, fine_nm: float) -> list[np.ndarray]:
+    """Closed wavy loops (cell membranes seen in one plane: 1-4 um radius)."""
+    loops = []
+    for _ in range(n):
+        radius = rng.uniform(1000, 4000) / fine_nm
+        centre = rng.uniform(0, size - 1, 2)
+        theta = np.arange(0, 2 * np.pi, 0.5 / radius)
+        wobble = sum(
+            rng.normal(0, 0.07) * np.cos(k * theta + rng.uniform(0, 2 * np.pi)) for k in (2, 3, 4)
+        )
+        r = radius * (1 + wobble)
+        loops.append(centre + np.stack([r * np.sin(theta), r * np.cos(theta)], axis=1))
+    return loops
 
 
 def ground_truth(cfg: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
@@ -146,6 +188,13 @@ def ground_truth(cfg: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
             deposit(patch, 0.35)
         for curve in _curves(rng, np.array(shape) * z_scale, 2 * n, 0.5, lateral, persistence):
             deposit(curve, 1.0)
+    if structure == "nuclei":
+        _nuclei(gt, rng, max(1, int(round(0.04 * area_um2 * cfg.density))), fine_nm)
+    if structure == "membranes":
+        for loop in _outlines(
+            rng, lateral, max(1, int(round(0.03 * area_um2 * cfg.density))), fine_nm
+        ):
+            deposit(loop, 1.0)
     if structure == "beads":
         spacing = int(round(1200 / fine_nm))
         margin = spacing // 2

@@ -67,6 +67,8 @@ def test_train_export_predict_on_a_real_image(nuclei, tmp_path):
     assert meta.ndim == 2 and meta.output_scale == (2, 2)
     assert meta.input_pixel_size_nm == (325.0, 325.0) and meta.output_pixel_size_nm == (162.5,) * 2
     assert meta.training["iterations"] == 4 and meta.training["seed"] == 1
+    assert meta.training["init"] == "2D prior, fine-tuned" and "from the 2D prior" in result.output
+    assert json.loads((run_dir / "config.json").read_text())["init"] == "prior"
     assert len(meta.psf["sha256"]) == 64
     out = tmp_path / "sr.tif"
     result = run("predict", model, image, "-o", out, "--denoised", tmp_path / "dn.tif", "--quiet")
@@ -121,6 +123,13 @@ def test_train_bad_inputs_are_one_line(nuclei, tmp_path):
     result = run("train", image, "--psf", psf, "-o", tmp_path / "m.onnx", "--positivity", *FAST)
     assert result.exit_code == 2 and "positivity is a 3D setting" in result.output
     assert not (tmp_path / "m_training").exists()
+    wide = ("--pixel-size", "1300", "--psf-pixel-size", "325")  # the PSF spans 0.5 output px
+    result = run(
+        "train", image, "--psf", psf, "-o", tmp_path / "m.onnx", "--init", "prior", *wide, *FAST
+    )
+    assert result.exit_code == 2 and "--init prior: the PSF's FWHM" in result.output
+    assert "use --init scratch" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "m_training").exists() and not (tmp_path / "m.onnx").exists()
 
 
 def test_adapt_command_restores_every_frame(nuclei, tmp_path):

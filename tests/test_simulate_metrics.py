@@ -12,6 +12,9 @@ from skimage.restoration import richardson_lucy
 from zsdeconvnet.cli.main import main
 from zsdeconvnet.physics.metrics import (
     bead_fwhm,
+    blank_mask,
+    blank_texture,
+    data_term,
     decorrelation_resolution,
     frc,
     psnr_ssim,
@@ -19,6 +22,7 @@ from zsdeconvnet.physics.metrics import (
 from zsdeconvnet.physics.optics import lateral_fwhm_nm, pupil_psf
 from zsdeconvnet.physics.richardson_lucy import best_richardson_lucy, rl_iterates
 from zsdeconvnet.physics.simulate import SimulationConfig, simulate
+from zsdeconvnet.runtime.errors import InputError
 from zsdeconvnet.runtime.io import read_image
 
 
@@ -185,3 +189,34 @@ def test_fourier_damping_removes_column_stripes_without_hurting_psnr():
     assert stripe_power(damped) < 0.2 * stripe_power(striped)
     assert psnr_ssim(damped, clean)["psnr"] >= psnr_ssim(striped, clean)["psnr"]
     assert abs(damped.mean() - striped.mean()) < 1e-3 * striped.mean()
+
+
+@pytest.mark.parametrize("structure", ["nuclei", "membranes"])
+def test_nuclei_and_membranes_are_drawn_in_2d_only(structure):
+    cfg = SimulationConfig(structure=structure, photons=10, size=96, seed=4)
+    out = simulate(cfg)
+    foreground = out["gt"] > 0
+    assert 0.01 < foreground.mean() < 0.8  # some structure, not a filled field
+    assert out["noisy"].max() > cfg.offset_adu + 10
+    with pytest.raises(InputError, match="2D only"):
+        SimulationConfig(structure=structure, dims=3)
+
+
+def test_data_term_prefers_the_true_object_and_blank_texture_catches_invention():
+    cfg = SimulationConfig(structure="puncta", photons=30, size=96, seed=5)
+    out = simulate(cfg)
+    raw = out["noisy"].astype(np.float64)
+    psf_sr = pupil_psf(31, cfg.pixel_nm / 2, cfg.na, cfg.wavelength_nm)[0]
+    truth = out["gt"] + (cfg.offset_adu + cfg.background_photons)
+    blurred = gaussian_filter(truth, 6)
+    assert data_term(truth, raw, psf_sr) < data_term(blurred, raw, psf_sr)
+    mask = blank_mask(raw)
+    assert 100 < mask.sum() < 0.25 * mask.size
+    flat = np.full_like(truth, raw[mask].mean())
+    invented = flat.copy()
+    rng = np.random.default_rng(0)
+    ys, xs = rng.integers(0, truth.shape[0], (2, 200))
+    invented[ys, xs] += 5 * raw[mask].std()  # puncta where the sample has none
+    assert blank_texture(flat, raw, mask) < 0.01
+    assert blank_texture(invented, raw, mask) > 0.1
+    assert blank_texture(np.kron(raw, np.ones((2, 2))), raw, mask) == pytest.approx(1.0)

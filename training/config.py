@@ -18,6 +18,8 @@ from ..runtime.errors import InputError, describe
 
 #: The 2D network's 2x tails (training/unet2d.py)
 SR_TAILS = ("nearest", "shuffle")
+#: Where training starts (training/prior_init.py): the shipped prior where it fits, or random
+INITS = ("auto", "prior", "scratch")
 
 
 @dataclass
@@ -106,6 +108,8 @@ class TrainConfig:
     pair_backend: str = "auto"
     # bookkeeping
     preset: str = "paper"
+    # auto: the shipped 2D prior when the network and PSF fit it, else random (scratch)
+    init: str = "auto"
     seed: int = 0
     device: str = "cpu"
     checkpoint_every: int = 500
@@ -165,6 +169,8 @@ class TrainConfig:
                 "pair_backend torch makes 2D recorruption pairs; 3D and SIM pairs are made with "
                 "numpy (use auto or numpy)"
             )
+        if self.init not in INITS:
+            raise InputError(f"init must be one of {INITS}, not {self.init!r}")
         if self.sr_tail not in SR_TAILS:
             raise InputError(f"sr_tail must be one of {SR_TAILS}, not {self.sr_tail!r}")
         if self.upsample not in (1, 2):

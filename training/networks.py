@@ -57,6 +57,7 @@ def metadata_from_state(state: dict, cfg: TrainConfig) -> ModelMetadata:
             "iterations": int(state["iteration"]),
             "planned_iterations": cfg.iterations,
             "seed": cfg.seed,
+            "init": "2D prior, fine-tuned" if cfg.init == "prior" else "scratch",
             "images": [Path(p).name for p in cfg.images],
             "network": network,
             "train_seconds": round(float(state.get("elapsed", 0.0)), 1),

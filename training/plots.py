@@ -59,6 +59,63 @@ def side_by_side(panels: list[tuple[str, np.ndarray]], png_path: Path, width: fl
     plt.close(fig)
 
 
+def line_profile(image: np.ndarray, start, end, samples: int = 200) -> np.ndarray:
+    """Values along the segment ``start -> end`` (``(x, y)`` in this image's pixels), bilinear."""
+    from scipy.ndimage import map_coordinates
+
+    t = np.linspace(0, 1, samples)
+    x = start[0] + t * (end[0] - start[0])
+    y = start[1] + t * (end[1] - start[1])
+    return map_coordinates(np.asarray(image, np.float64), [y, x], order=1, mode="nearest")
+
+
+def profile_figure(
+    panels: list[tuple[str, np.ndarray, int]],
+    line: tuple[tuple[float, float], tuple[float, float]],
+    pixel_nm: float,
+    png_path: Path,
+    width: float = 4,
+) -> None:
+    """Crops side by side with a profile line drawn on each, and a last panel plotting the
+    profiles (each scaled to its own 0.5-99.8 percentile range of the crop) against distance.
+
+    ``panels``: ``(title, image, scale)``, ``scale`` the image's grid relative to ``line``'s
+    (2 for the 2x output grid); ``pixel_nm``: the line's pixel size (camera pixels).
+    """
+    plt = _figure()
+    size = (width * (len(panels) + 1.3), width + 0.4)
+    ratios = [1] * len(panels) + [1.3]
+    fig, axes = plt.subplots(
+        1,
+        len(panels) + 1,
+        figsize=size,
+        dpi=100,
+        layout="constrained",
+        gridspec_kw={"width_ratios": ratios},
+    )
+    (x0, y0), (x1, y1) = line
+    length_nm = np.hypot(x1 - x0, y1 - y0) * pixel_nm
+    for ax, (title, image, scale) in zip(axes, panels):
+        lo, hi = np.percentile(image, [0.5, 99.8])
+        ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+        # pixel centres: grid coordinate k on a grid `scale` times finer is at (k + 0.5) s - 0.5
+        ends = [((x + 0.5) * scale - 0.5, (y + 0.5) * scale - 0.5) for x, y in line]
+        ax.plot([e[0] for e in ends], [e[1] for e in ends], color="#ffb000", lw=1.2)
+        ax.set_title(title)
+        ax.axis("off")
+        values = line_profile(image, *ends)
+        axes[-1].plot(
+            np.linspace(0, length_nm, values.size), (values - lo) / (hi - lo), label=title
+        )
+    axes[-1].set_xlabel("distance along the line (nm)")
+    axes[-1].set_ylabel("intensity (scaled to the crop's range)")
+    axes[-1].set_title("profile along the yellow line")
+    axes[-1].legend(fontsize=8)
+    with atomic_output(png_path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight", pad_inches=0.1)
+    plt.close(fig)
+
+
 def preview(model: torch.nn.Module, crop: np.ndarray, cfg, png_path: Path) -> None:
     """raw | denoised | deconvolved on the stored training crop.
 

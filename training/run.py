@@ -164,7 +164,8 @@ def _train_and_export(
         ranks = f", {world.size} processes (DDP)" if world.size > 1 else ""
         click.echo(
             f"training {cfg.mode} on {len(frames)} {'stack' if cfg.ndim == 3 else 'frame'}(s), "
-            f"{trainer.device}{' (bf16 autocast)' if trainer.bf16 else ''}{ranks}"
+            f"{trainer.device}{' (bf16 autocast)' if trainer.bf16 else ''}{ranks}, "
+            f"{'from the 2D prior' if trainer.cfg.init == 'prior' else 'from scratch'}"
             + "".join(f", {n.describe()}" for n in trainer.sampler.noise[:1]),
             err=True,
         )

@@ -32,6 +32,7 @@ from .device import pick_device, use_bf16
 from .distributed import SINGLE, World, average
 from .losses import FFTConvolver, gap_amending_loss, zs_loss
 from .pairs_torch import make_pairs, use_torch_pairs
+from .prior_init import initial_weights
 from .rcan3d import ZSDeconvNet3D
 from .schedule import PROBE_STEPS, budget_iterations, lr_factor
 from .unet2d import ZSDeconvNet2D
@@ -122,6 +123,11 @@ class Trainer:
             # channels_last: faster convolutions on CPU (oneDNN) and on GPUs
             self.model = ZSDeconvNet2D.from_config(cfg).to(self.device)
             self.model = self.model.to(memory_format=torch.channels_last)
+        weights = initial_weights(cfg, self.psf_sr.data)
+        if weights is not None:
+            self.model.load_state_dict(weights)
+        # config.json says what was done: auto resolves to prior or scratch
+        self.cfg = cfg = cfg.replace(init="scratch" if weights is None else "prior")
         self.net = self.model  # what the loss calls: the model, or its DDP wrapper
         if world.size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
