@@ -39,11 +39,11 @@ LINE = ((78.0, 106.0), (126.0, 93.0))
 @click.option(
     "--time-budget",
     type=float,
-    default=120.0,
+    default=60.0,
     show_default=True,
     metavar="SECONDS",
     help="Training time (the step time is measured and the iteration count chosen to fit; "
-    "export and prediction add about 20 s).",
+    "export and prediction add about 10 s).",
 )
 @click.option(
     "--iterations",

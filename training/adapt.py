@@ -78,6 +78,7 @@ def adapt_and_restore(
             schedule="step",
             lr_step=10**9,
             seed=cfg.seed + k,
+            init="scratch",  # the trained model's weights are loaded below
         )
         trainer = Trainer(
             tuned,
