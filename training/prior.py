@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..physics.psf import PSF
 from ..runtime.io import atomic_output
 from .config import TrainConfig
 from .losses import zs_loss
@@ -127,6 +126,3 @@ def write_prior(trainer: PriorTrainer, path: str | Path, seconds: float, machine
     with atomic_output(Path(path)) as tmp:
         torch.save({"weights": weights, "card": json.dumps(info)}, tmp)
     return info
-
-
-__all__ = ["BatchConvolver", "PriorTrainer", "write_prior", "card", "PSF"]

@@ -81,12 +81,6 @@ class PriorDistribution:
         return asdict(self)
 
 
-def sr_fwhm_px(kernel: np.ndarray) -> float:
-    """The PSF's FWHM on the output grid (pixels of camera / upsample), the width a prior's
-    range is stated in (:func:`physics.psf.fwhm_px` of the PSF training blurs with)."""
-    return fwhm_px(kernel)
-
-
 def fwhm_range(dist: PriorDistribution, cfg: TrainConfig) -> tuple[float, float]:
     """The FWHM on the output grid (px) of the narrowest and widest PSF the distribution draws:
     the range a prior accepts. Measured as training measures the user's PSF (camera-pixel pupil
@@ -113,7 +107,7 @@ class Acquisition:
         self.noisy = images["noisy"].astype(np.float32)
         self.sampler = PatchSampler([self.noisy], cfg, rng)
         self.kernel = sr_psf(self.psf, sim.pixel_nm, cfg).data
-        self.fwhm_sr = sr_fwhm_px(self.kernel)
+        self.fwhm_sr = fwhm_px(self.kernel)  # the width a prior's range is stated in
 
     def summary(self) -> dict:
         """What the model card counts: structure, PSF width on the output grid, photons."""
