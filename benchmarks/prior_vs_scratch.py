@@ -20,16 +20,13 @@ import argparse
 import json
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from quality import CASES, CROP, baselines, score, simulate_psf
+from quality import CASES, CROP, baselines, score, simulate_psf, train_export
 from train_prior import machine
-from zsdeconvnet.export.checkpoint import export_checkpoint
 from zsdeconvnet.physics.psf import check_psf, fwhm_px
 from zsdeconvnet.physics.simulate import SimulationConfig, simulate
-from zsdeconvnet.runtime.model import Model
 from zsdeconvnet.runtime.predict import PredictOptions, Predictor
 from zsdeconvnet.training.config import parse_overrides, preset
 from zsdeconvnet.training.prior_init import load_prior
@@ -67,12 +64,7 @@ def fine_tune(noisy, psf, pixel_nm, init: str, budget: float, overrides: dict, w
         **overrides,
     )
     trainer = Trainer(cfg, [noisy], psf, pixel_nm, workdir)
-    start = time.perf_counter()
-    trainer.train(progress=False)
-    seconds = time.perf_counter() - start
-    trainer.save_checkpoint()
-    export_checkpoint(workdir, workdir / "model.onnx")
-    model = Model(workdir / "model.onnx", provider="cpu")
+    model, seconds = train_export(trainer, workdir)
     _, out = Predictor(model, PredictOptions(progress=False)).predict_array(noisy)
     info = {"init": trainer.cfg.init, "iterations": trainer.cfg.iterations}
     return {"output": out, **info, "train_seconds": round(seconds, 1)}

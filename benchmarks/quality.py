@@ -47,6 +47,17 @@ def score(image, reference, cfg, beads):
     return result
 
 
+def train_export(trainer: Trainer, workdir: Path) -> tuple[Model, float]:
+    """Train to the end (the training time is returned, in seconds), write the checkpoint,
+    export it to ONNX and load that file with the runtime, as a user's run would."""
+    start = time.perf_counter()
+    trainer.train(progress=False)
+    seconds = time.perf_counter() - start
+    trainer.save_checkpoint()
+    export_checkpoint(workdir, workdir / "model.onnx")
+    return Model(workdir / "model.onnx", provider="cpu"), seconds
+
+
 def zs_deconvnet(noisy, cfg, args, workdir):
     psf = check_psf(simulate_psf(cfg), (cfg.pixel_nm, cfg.pixel_nm), 2)
     tcfg = preset(
@@ -57,12 +68,7 @@ def zs_deconvnet(noisy, cfg, args, workdir):
         **{"iterations": args.iterations, **parse_overrides(args.set)},
     )
     trainer = Trainer(tcfg, [noisy.astype(np.float32)], psf, cfg.pixel_nm, workdir)
-    start = time.perf_counter()
-    trainer.train(progress=False)
-    seconds = time.perf_counter() - start
-    trainer.save_checkpoint()
-    export_checkpoint(workdir, workdir / "model.onnx")
-    model = Model(workdir / "model.onnx", provider="cpu")
+    model, seconds = train_export(trainer, workdir)
     image = noisy.astype(np.float32)
     _, deconvolved = Predictor(model, PredictOptions(progress=False)).predict_array(image)
     _, ensemble = Predictor(model, PredictOptions(progress=False, ensemble=True)).predict_array(
