@@ -5,7 +5,14 @@
 
 The fast preset's network and loss, trained zero-shot on simulated acquisitions drawn from
 :class:`zsdeconvnet.training.prior_data.PriorDistribution` (no ground truth). Resumes from
-``--run`` when a checkpoint is there. Writes the weights file and a Markdown model card beside it.
+``--run`` when a checkpoint is there; ``--start PRIOR`` continues an earlier prior (its card is
+kept in the new one as ``started_from``). Writes the weights file and a Markdown model card
+beside it. The shipped prior is two runs:
+
+    python benchmarks/train_prior.py --iterations 2000 --run /tmp/p1 --out /tmp/p1.pt \
+        --structures filaments puncta mixed beads nuclei
+    python benchmarks/train_prior.py --iterations 600 --run /tmp/p2 --start /tmp/p1.pt \
+        --out training/priors/prior2d_fast.pt
 """
 
 from __future__ import annotations
@@ -14,11 +21,13 @@ import argparse
 import json
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from zsdeconvnet.training.config import preset
 from zsdeconvnet.training.prior import PriorTrainer, write_prior
 from zsdeconvnet.training.prior_data import PriorDistribution
+from zsdeconvnet.training.prior_init import load_prior
 
 
 def machine() -> str:
@@ -40,6 +49,13 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--start", type=Path, default=None, help="continue this prior file")
+    parser.add_argument(
+        "--structures",
+        nargs="+",
+        default=None,
+        help="structure classes (default: PriorDistribution's)",
+    )
     args = parser.parse_args()
     overrides = {"lr": args.lr} if args.lr else {}
     cfg = preset(
@@ -50,13 +66,20 @@ def main() -> None:
         init="scratch",
         **overrides,
     )
-    trainer = PriorTrainer(cfg, args.run, PriorDistribution())
+    dist = PriorDistribution()
+    if args.structures:
+        dist = replace(dist, structures=tuple(args.structures))
+    trainer = PriorTrainer(cfg, args.run, dist)
+    parent = None
+    if args.start:
+        weights, parent = load_prior(args.start)
+        trainer.model.load_state_dict(weights)
     if (args.run / "checkpoint.pt").exists():
         trainer.load_checkpoint(args.run)
     start = time.perf_counter() - trainer.elapsed
     trainer.train(progress=True)
     seconds = time.perf_counter() - start
-    info = write_prior(trainer, args.out, seconds, machine())
+    info = write_prior(trainer, args.out, seconds, machine(), parent)
     card_md = args.out.with_suffix(".md")
     card_md.write_text(
         "# zsdeconvnet 2D prior: model card\n\n```json\n" + json.dumps(info, indent=1) + "\n```\n"
@@ -67,6 +90,7 @@ def main() -> None:
                 k: info[k]
                 for k in (
                     "iterations",
+                    "total_iterations",
                     "training_seconds",
                     "hardware",
                     "fwhm_sr_px_range",

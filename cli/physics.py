@@ -9,6 +9,7 @@ import click
 import numpy as np
 import scipy  # noqa: F401  (fail at import: the lazy CLI turns this into an install hint)
 
+from ..physics.simulate import STRUCTURES
 from ..runtime.errors import InputError
 from ..runtime.io import check_writable, read_image, write_tiff
 from .main import friendly_errors
@@ -95,10 +96,10 @@ def psf(
 )
 @click.option(
     "--structure",
-    type=click.Choice(["filaments", "puncta", "mixed", "beads", "sheets"]),
+    type=click.Choice(list(STRUCTURES)),
     default="mixed",
     show_default=True,
-    help="What the ground truth holds.",
+    help="What the ground truth holds (empty: background and camera noise only).",
 )
 @click.option(
     "--photons",

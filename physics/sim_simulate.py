@@ -111,7 +111,7 @@ def simulate_sim(cfg: SIMSimulationConfig) -> dict:
     clean = np.stack(clean)
     widefield = clean.mean(axis=0)
     foreground = widefield > 0.2 * np.percentile(widefield, 99.9)
-    scale = cfg.photons / widefield[foreground].mean()
+    scale = cfg.photons / widefield[foreground].mean() if foreground.any() else 0.0
     photons = rng.poisson(clean * scale + cfg.background_photons).astype(np.float64)
     noisy = photons + rng.normal(0, cfg.read_noise_e, photons.shape) + cfg.offset_adu
     raw = np.clip(np.round(noisy), 0, 65535).astype(np.uint16)

@@ -26,7 +26,7 @@ from ..runtime.errors import InputError
 from ..runtime.io import write_tiff
 from .optics import pupil_psf, z_positions
 
-STRUCTURES = ("filaments", "puncta", "mixed", "beads", "sheets", "nuclei", "membranes")
+STRUCTURES = ("filaments", "puncta", "mixed", "beads", "sheets", "nuclei", "membranes", "empty")
 #: Structures drawn in 2D only (sheets need a volume; nuclei and cell outlines are drawn flat)
 FLAT_ONLY = ("nuclei", "membranes")
 
@@ -195,6 +195,7 @@ def ground_truth(cfg: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
             rng, lateral, max(1, int(round(0.03 * area_um2 * cfg.density))), fine_nm
         ):
             deposit(loop, 1.0)
+    # "empty": no structure at all, background and camera noise only (a blank field of view)
     if structure == "beads":
         spacing = int(round(1200 / fine_nm))
         margin = spacing // 2
@@ -261,7 +262,8 @@ def simulate(cfg: SimulationConfig) -> dict[str, np.ndarray]:
     sharp = fftconvolve(gt, fine_psf(cfg, cfg.wavelength_nm / 2), mode="same")
     camera = np.clip(bin_pixels(blurred, cfg.oversample), 0, None)
     foreground = camera > 0.2 * np.percentile(camera, 99.9)
-    scale = cfg.photons / camera[foreground].mean()
+    # photons per foreground pixel; an empty field has no foreground and no signal
+    scale = cfg.photons / camera[foreground].mean() if foreground.any() else 0.0
     clean = camera * scale
     photons = rng.poisson(clean + cfg.background_photons).astype(np.float64)
     noisy = photons + rng.normal(0, cfg.read_noise_e, photons.shape) + cfg.offset_adu

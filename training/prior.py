@@ -93,8 +93,9 @@ class PriorTrainer(Trainer):
         )
 
 
-def card(trainer: PriorTrainer, seconds: float, machine: str) -> dict:
-    """The model card: recipe, seed, data distribution (as drawn), time and hardware."""
+def card(trainer: PriorTrainer, seconds: float, machine: str, parent: dict | None = None) -> dict:
+    """The model card: recipe, seed, data distribution (as drawn), time and hardware;
+    ``parent``: the card of the prior this one continued from (``None``: from scratch)."""
     drawn = trainer.sampler.drawn
     widths = np.array([d["fwhm_sr_px"] for d in drawn])
     structures = sorted({d["structure"] for d in drawn})
@@ -116,12 +117,28 @@ def card(trainer: PriorTrainer, seconds: float, machine: str) -> dict:
         "hardware": machine,
         "torch": torch.__version__,
         "python": platform.python_version(),
+        "started_from": parent,
+        "total_iterations": trainer.iteration + _total(parent, "iterations"),
+        "total_training_seconds": round(seconds + _total(parent, "training_seconds"), 1),
     }
 
 
-def write_prior(trainer: PriorTrainer, path: str | Path, seconds: float, machine: str) -> dict:
+def _total(parent: dict | None, key: str) -> float:
+    """``key`` summed over the chain of priors ``parent`` continued from (0 without one)."""
+    if parent is None:
+        return 0
+    return parent.get(f"total_{key}", parent[key])
+
+
+def write_prior(
+    trainer: PriorTrainer,
+    path: str | Path,
+    seconds: float,
+    machine: str,
+    parent: dict | None = None,
+) -> dict:
     """Write the prior file atomically: ``{"weights": fp16 state dict, "card": JSON text}``."""
-    info = card(trainer, seconds, machine)
+    info = card(trainer, seconds, machine, parent)
     weights = {k: v.detach().to(torch.float16) for k, v in trainer.model.state_dict().items()}
     with atomic_output(Path(path)) as tmp:
         torch.save({"weights": weights, "card": json.dumps(info)}, tmp)

@@ -42,7 +42,9 @@ class PriorDistribution:
     pixels); with NA 1.49 / 525 nm that is 40-195 nm pixels.
     """
 
-    structures: tuple[str, ...] = ("filaments", "puncta", "mixed", "beads", "nuclei")
+    # "empty" fields (background and noise only) teach the prior that noise alone restores
+    # to a flat image; without them it drew texture into pure noise (RESULTS.md)
+    structures: tuple[str, ...] = ("filaments", "puncta", "mixed", "beads", "nuclei", "empty")
     na: tuple[float, float] = (0.9, 1.49)
     wavelength_nm: tuple[float, float] = (450.0, 680.0)
     sigma_camera_px: tuple[float, float] = (0.38, 1.9)
