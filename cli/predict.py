@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from ..runtime.errors import InputError
-from ..runtime.tiling import DEFAULT_TILE
+from ..runtime.tiling import DEFAULT_TILE, OVERLAPS
 from ..runtime.zarr_io import is_zarr
 from .main import friendly_errors
 
@@ -92,6 +92,20 @@ def _refuse_overlaps(inputs: list[Path], jobs: list[tuple[Path, Path, Path | Non
             raise InputError(f"-o and --denoised both name '{out}'; give two different paths")
 
 
+class OverlapType(click.ParamType):
+    """``effective``, ``exact`` or a non-negative number of pixels."""
+
+    name = "effective|exact|PX"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value in OVERLAPS:
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number of px, 'effective' or 'exact'", param, ctx)
+
+
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("inputs", nargs=-1, required=True)
@@ -119,15 +133,20 @@ def _refuse_overlaps(inputs: list[Path], jobs: list[tuple[Path, Path, Path | Non
 )
 @click.option(
     "--overlap",
-    type=int,
-    default=None,
-    help="Context per tile side in px; default: the model's halo (exact, seam-free).",
+    type=OverlapType(),
+    default="effective",
+    show_default=True,
+    help="Context per tile side in px: effective = the model's halo measured at export "
+    "(every output within 1e-5 of the output range of an untiled pass; the exact halo for "
+    "models without one), exact = the receptive-field radius (tiled equals untiled), or a "
+    "number.",
 )
 @click.option(
     "--overlap-z",
-    type=int,
-    default=None,
-    help="Context per tile side in planes (3D models); default: the model's halo in z.",
+    type=OverlapType(),
+    default="effective",
+    show_default=True,
+    help="The same in planes for 3D models.",
 )
 @click.option(
     "--batch",
@@ -233,8 +252,9 @@ def predict(
     """Restore INPUTS (TIFF files, directories or glob patterns) with MODEL.
 
     Writes the deconvolved (super-resolved) image, float32 in input intensity units, with
-    pixel sizes halved in y and x. Tiles overlap by the model's halo, so the result has no
-    seams and equals an untiled pass. Outputs named *.zarr are OME-Zarr (multiscale, written
+    pixel sizes halved in y and x. Tiles overlap by the model's effective halo (measured at
+    export), so the result has no seams and equals an untiled pass to 1e-5 of the output range
+    (--overlap exact: to float rounding). Outputs named *.zarr are OME-Zarr (multiscale, written
     chunk by chunk, resumable); inputs may be OME-Zarr too. --dask spreads files, frames and
     blocks over worker processes or a cluster with the same result.
 

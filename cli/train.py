@@ -273,13 +273,24 @@ def train(
     help="Also (or only) write a bioimage.io model package (.zip, spec 0.5) for deepImageJ, "
     "ilastik, BiaPy (needs the 'bioimageio' extra).",
 )
+@click.option(
+    "--image",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With an older .onnx as CHECKPOINT: its training image, to measure the model's "
+    "effective halo on (written into a copy, -o).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing model file.")
 @friendly_errors
-def export(checkpoint, output, quantize, min_psnr, bioimageio, overwrite):
+def export(checkpoint, output, quantize, min_psnr, bioimageio, image, overwrite):
     """Export a training CHECKPOINT (file or run folder) to a self-describing ONNX model.
 
     The export is checked against torch on the training image (max |diff| <= 1e-4 in the
-    normalised domain); a model that fails is not written.
+    normalised domain); a model that fails is not written. The model's effective halo (the
+    tile context that keeps every output within 1e-5 of the output range of an untiled pass)
+    is measured on the training image and a noise image and written into its metadata;
+    'predict' uses it by default. An older .onnx as CHECKPOINT, with --image, gets a copy
+    with its effective halo measured.
 
     \b
     Examples:
@@ -287,9 +298,16 @@ def export(checkpoint, output, quantize, min_psnr, bioimageio, overwrite):
       zsdeconvnet export cell_training -o cell_int8.onnx --quantize int8
       zsdeconvnet export cell_training -o cell_fp16.onnx --quantize fp16   # for GPUs
       zsdeconvnet export cell_training --bioimageio cell.bioimageio.zip
+      zsdeconvnet export old.onnx --image cell.tif -o old_measured.onnx
     """
     from ..export.checkpoint import export_bioimageio, export_checkpoint
     from ..export.onnx import ExportError
+
+    if checkpoint.suffix.lower() == ".onnx":
+        _upgrade(checkpoint, output, image, quantize or bioimageio, overwrite)
+        return
+    if image is not None:
+        raise InputError("--image is for an older .onnx model as CHECKPOINT; drop it")
 
     if output is None and bioimageio is None:
         raise InputError("give -o MODEL.onnx and/or --bioimageio PACKAGE.zip")
@@ -310,6 +328,26 @@ def export(checkpoint, output, quantize, min_psnr, bioimageio, overwrite):
             click.echo(f"wrote {bioimageio} (bioimage.io model package, spec 0.5)")
     except ExportError as err:
         raise InputError(str(err)) from None
+
+
+def _upgrade(model: Path, output, image, other_options, overwrite) -> None:
+    """``export OLD.onnx --image IMG -o NEW.onnx``: measure an older model's effective halo."""
+    from ..export.halo import upgrade_model
+
+    if image is None or output is None:
+        raise InputError(
+            f"{model} is a model, not a checkpoint: give --image (its training image) and "
+            "-o NEW.onnx to write a copy with its effective halo measured"
+        )
+    if other_options:
+        raise InputError("--quantize and --bioimageio take a training checkpoint, not a model")
+    check_writable(output, overwrite)
+    if output.resolve() == model.resolve():
+        raise InputError(f"-o {output} is the input model; write the copy to another file")
+    data = read_image(image).data
+    record = upgrade_model(model, output, np.asarray(data, np.float32))
+    halo = "exact (fp16 model)" if record is None else "x".join(map(str, record["halo"])) + " px"
+    click.echo(f"wrote {output} (effective halo {halo})")
 
 
 @click.command()

@@ -14,6 +14,7 @@ from ..runtime.errors import InputError
 from ..training.config import TrainConfig
 from ..training.networks import build_network, metadata_from_state
 from ..training.trainer import load_checkpoint
+from .halo import add_effective_halo
 from .onnx import export_model
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,9 @@ def export_checkpoint(
     crop = state["parity_crop"].numpy().astype(np.float32)[None, None]
     metadata = metadata_from_state(state, cfg)
     if quantize is None:
-        return export_model(model, metadata, output, crop)
+        diff = export_model(model, metadata, output, crop)
+        add_effective_halo(output, crop[0, 0])
+        return diff
     from .quantize import KINDS, quantize_model
 
     if quantize not in KINDS:
@@ -51,6 +54,7 @@ def export_checkpoint(
         diff = export_model(model, metadata, fp32, crop)
         tiles = calibration_tiles(cfg, crop) if cfg.ndim == 2 else [crop]
         quantize_model(fp32, output, tiles, min_psnr, quantize)
+    add_effective_halo(output, crop[0, 0])
     return diff
 
 

@@ -82,6 +82,11 @@ class ModelMetadata:
     self_check : dict or None
         Reduced-precision models only: a check tile, its fp32 outputs and the gate (dB) the
         model must reach on the machine that runs it (``runtime.selfcheck``).
+    effective_halo : dict or None
+        The context measured at export (``runtime.reach``) that keeps every output within
+        ``tolerance`` of the output range of an untiled pass: ``halo`` per axis (input px, at
+        most ``halo``), ``tolerance``, ``margin``, ``max_difference``, ``probe_tile``,
+        ``images``. ``None`` (older models): prediction uses the exact ``halo``.
     format_version : int
         Schema version of this record.
     """
@@ -98,6 +103,7 @@ class ModelMetadata:
     training: dict[str, Any] = field(default_factory=dict)
     channel: int | None = None
     self_check: dict[str, Any] | None = None
+    effective_halo: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -124,6 +130,21 @@ class ModelMetadata:
                 raise InputError(f"{name} must be {self.ndim} positive numbers, got {value}")
         if self.self_check is not None and not isinstance(self.self_check, dict):
             raise InputError("self_check must be a record (JSON object); the file is corrupt")
+        if self.effective_halo is not None:
+            self._check_effective_halo()
+
+    def _check_effective_halo(self) -> None:
+        record = self.effective_halo
+        halo = record.get("halo") if isinstance(record, dict) else None
+        if (
+            not isinstance(halo, list)
+            or len(halo) != self.ndim
+            or any(not isinstance(h, int) or not 0 <= h <= e for h, e in zip(halo, self.halo))
+        ):
+            raise InputError(
+                f"effective_halo must hold {self.ndim} integers between 0 and the halo "
+                f"{self.halo}, got {halo!r}; the file is corrupt (re-export the model)"
+            )
 
     # -- (de)serialisation -------------------------------------------------------------------
 
@@ -188,10 +209,17 @@ class ModelMetadata:
             f"dimensionality : {self.ndim}D ({self.axes})",
             f"output scale   : {'x'.join(map(str, self.output_scale))} (deconvolved vs input)",
             f"size multiple  : {'x'.join(map(str, self.size_multiple))}",
-            f"halo (px)      : {'x'.join(map(str, self.halo))}",
+            f"halo (px)      : {'x'.join(map(str, self.halo))} (exact)",
             f"normalisation  : percentiles {self.normalization.low}-{self.normalization.high}",
             f"pixel size nm  : input {px_in}, output {px_out}",
         ]
+        if self.effective_halo is not None:
+            record = self.effective_halo
+            lines.append(
+                f"effective halo : {'x'.join(map(str, record['halo']))} px (used by default; "
+                f"largest difference {record.get('max_difference')} of the output range, "
+                f"contract {record.get('tolerance')})"
+            )
         if self.channel is not None:
             lines.append(f"channel        : {self.channel}")
         if isinstance(self.self_check, dict):

@@ -27,10 +27,11 @@ from .io import (
     read_input,
     release_pages,
 )
+from .metadata import ModelMetadata
 from .model import Model
 from .normalize import denormalize, frame_range, normalize
 from .postprocess import damp_stripes
-from .tiling import DEFAULT_TILE, PAD_MODES, TilePlan, plan_tiles, read_tile
+from .tiling import DEFAULT_TILE, OVERLAPS, PAD_MODES, TilePlan, plan_tiles, read_tile
 from .zarr_io import frame_of
 
 log = logging.getLogger(__name__)
@@ -67,11 +68,14 @@ class PredictOptions:
         added on every side. ``None``: one tile per frame.
     tile_z : int or None
         The same in z for 3D models. ``None``: the whole stack depth.
-    overlap : int or None
-        Context (px) kept on each side of every tile in y and x; defaults to the model's halo,
-        which makes tiled output equal untiled output. Smaller is faster but approximate.
-    overlap_z : int or None
-        The same in z for 3D models (default: the model's halo in z).
+    overlap : int, "exact", "effective" or None
+        Context (px) kept on each side of every tile in y and x. ``None`` or ``"effective"``:
+        the model's effective halo, measured at export so that every output stays within
+        1e-5 of the output range of an untiled pass (``runtime.reach``; models without one use
+        the exact halo). ``"exact"``: the receptive-field radius, tiled equals untiled to
+        float rounding. A number: that many px (smaller is faster but approximate).
+    overlap_z : int, "exact", "effective" or None
+        The same in z for 3D models.
     batch : int
         Tiles per onnxruntime call.
     pad_mode : str
@@ -93,8 +97,8 @@ class PredictOptions:
 
     tile: int | None = DEFAULT_TILE
     tile_z: int | None = None
-    overlap: int | None = None
-    overlap_z: int | None = None
+    overlap: int | str | None = None
+    overlap_z: int | str | None = None
     batch: int = 1
     pad_mode: str = "reflect"
     channel: int | None = None
@@ -108,10 +112,33 @@ class PredictOptions:
             raise InputError(f"padding must be one of {PAD_MODES}, got {self.pad_mode!r}")
         if self.batch < 1:
             raise InputError(f"--batch must be >= 1, got {self.batch}")
+        for name in ("overlap", "overlap_z"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value not in OVERLAPS:
+                raise InputError(
+                    f"--{name.replace('_', '-')} must be a number of px or one of {OVERLAPS}, "
+                    f"got {value!r}"
+                )
         for name in ("tile", "tile_z", "overlap", "overlap_z"):
             value = getattr(self, name)
+            if isinstance(value, str):
+                continue
             if value is not None and value < (0 if name.startswith("overlap") else 1):
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+def tile_halo(meta: ModelMetadata, overlap, overlap_z) -> tuple[int, ...]:
+    """The context per axis that tiles get, from the options and the model's metadata."""
+    measured = meta.effective_halo["halo"] if meta.effective_halo else meta.halo
+    halo = list(meta.halo)
+    for axes, choice in ((slice(-2, None), overlap), (slice(0, 1), overlap_z)):
+        if axes.start == 0 and meta.ndim != 3:
+            continue
+        if choice is None or choice == "effective":
+            halo[axes] = measured[axes]
+        elif choice != "exact":
+            halo[axes] = [int(choice)] * len(halo[axes])
+    return tuple(halo)
 
 
 #: The 8 orientations of a y-x plane: (quarter turns, flip), used by ``ensemble``.
@@ -151,12 +178,7 @@ class Predictor:
         meta = model.metadata
         self.ndim = meta.ndim
         self.scale = meta.output_scale
-        halo = list(meta.halo)
-        if self.options.overlap is not None:
-            halo[-2:] = [self.options.overlap] * 2
-        if self.options.overlap_z is not None and self.ndim == 3:
-            halo[0] = self.options.overlap_z
-        self.halo = tuple(halo)
+        self.halo = tile_halo(meta, self.options.overlap, self.options.overlap_z)
         tile = [self.options.tile, self.options.tile]
         self.tile = tuple([self.options.tile_z] + tile if self.ndim == 3 else tile)
 

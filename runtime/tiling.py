@@ -28,6 +28,9 @@ from .errors import InputError
 DEFAULT_TILE = 512
 
 PAD_MODES = ("reflect", "edge")
+#: Named tile contexts (``PredictOptions.overlap``): the halo measured at export
+#: (``runtime.reach``), or the exact one (the receptive-field radius)
+OVERLAPS = ("effective", "exact")
 
 
 @dataclass(frozen=True)
