@@ -140,6 +140,7 @@ def main() -> None:
         help="y-x tile : z tile (0: the runtime's automatic z tiles)",
     )
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats3d", type=int, default=1)
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -155,7 +156,7 @@ def main() -> None:
             configs = [tuple(int(v) for v in c.split(":")) for c in args.tiles3d]
             # the untiled reference: one tile of the whole depth (a z tile disables the budget)
             run_case(
-                "3D", args.model3d, stack, configs, args.repeats, tmp, {"tile_z": stack.shape[0]}
+                "3D", args.model3d, stack, configs, args.repeats3d, tmp, {"tile_z": stack.shape[0]}
             )
 
 

@@ -302,6 +302,7 @@ def export(checkpoint, output, quantize, min_psnr, bioimageio, image, overwrite)
     """
     from ..export.checkpoint import export_bioimageio, export_checkpoint
     from ..export.onnx import ExportError
+    from ..runtime.reach import halo_note
 
     if checkpoint.suffix.lower() == ".onnx":
         _upgrade(checkpoint, output, image, quantize or bioimageio, overwrite)
@@ -321,7 +322,8 @@ def export(checkpoint, output, quantize, min_psnr, bioimageio, image, overwrite)
             diff = export_checkpoint(checkpoint, output, quantize, min_psnr)
             click.echo(
                 f"wrote {output} (onnxruntime vs torch max |diff| {diff:.1e}"
-                f"{f'; {quantize}, checked against fp32' if quantize else ''})"
+                f"{f'; {quantize}, checked against fp32' if quantize else ''}; "
+                f"{halo_note(output)})"
             )
         if bioimageio is not None:
             export_bioimageio(checkpoint, bioimageio, model=output)  # output: fp32 or None

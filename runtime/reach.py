@@ -14,6 +14,7 @@ context depends on its weights, not only its architecture. Arrays are ``YX`` or 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -146,3 +147,12 @@ def measure_effective_halo(
         worst,
     )
     return record
+
+
+def halo_note(path: str | os.PathLike) -> str:
+    """``effective halo 85x85 px (exact 117x117)`` for the model at ``path``: for the CLI."""
+    meta = Model(path, provider="cpu", self_check=False).metadata
+    exact = "x".join(map(str, meta.halo))
+    if meta.effective_halo is None:
+        return f"halo {exact} px (exact)"
+    return f"effective halo {'x'.join(map(str, meta.effective_halo['halo']))} px (exact {exact})"

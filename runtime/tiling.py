@@ -23,8 +23,9 @@ import numpy as np
 
 from .errors import InputError
 
-#: Default tile size in y and x (input px): 1.9 GB peak on a 4096x4096 image, a laptop's memory
-#: (benchmarks/RESULTS.md, memory); ``predict --tile`` and ``PredictOptions.tile`` both use it
+#: Default tile size in y and x (input px): with the effective halo a 1024x1024 frame took 3.4 s
+#: at 1.1 GB peak, against 2.7 s at 2.9 GB for tile 1024 (benchmarks/RESULTS.md, "Effective
+#: halo"): a laptop's memory; ``predict --tile`` and ``PredictOptions.tile`` both use it
 DEFAULT_TILE = 512
 
 PAD_MODES = ("reflect", "edge")

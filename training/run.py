@@ -186,8 +186,10 @@ def _train_and_export(
         return run_dir
     diff = export(run_dir, output)
     ddp.barrier(world)
+    from ..runtime.reach import halo_note
+
     click.echo(
-        f"wrote {output} (onnxruntime vs torch max |diff| {diff:.1e}); "
+        f"wrote {output} (onnxruntime vs torch max |diff| {diff:.1e}; {halo_note(output)}); "
         f"checkpoint, loss log and plots in {run_dir}",
         err=True,
     )
