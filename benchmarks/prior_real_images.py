@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jsonl", type=Path, default=None)
     parser.add_argument("--png", type=Path, default=None)
+    parser.add_argument("--images", nargs="*", default=None, help="names to run (default: all)")
+    parser.add_argument("--inits", nargs="*", default=["prior", "scratch"])
     args = parser.parse_args()
     px = OPTICS["pixel_nm"]
     data = make_psf(
@@ -64,11 +66,14 @@ def main() -> None:
     psf = check_psf(data[0], (px, px), 2)
     kernel = sr_psf(psf, px, preset("fast")).data
     runs = [("prior", args.budget), ("scratch", args.budget), ("scratch", 4 * args.budget)]
+    runs = [r for r in runs if r[0] in args.inits]
     print(f"# {machine()}; budget B = {args.budget:g} s; seed {args.seed}")
     print(f"{'image':26s} {'run':16s} {'iters':>6s} {'data term':>9s} {'blank texture':>13s}")
     out = args.jsonl.open("a") if args.jsonl else None
     figure = []
     for name, (raw, pure_noise) in images(args.seed).items():
+        if args.images and name not in args.images:
+            continue
         mask = np.ones(raw.shape, bool) if pure_noise else blank_mask(raw)
         row = [("raw", raw, 1)]
         for init, budget in runs:

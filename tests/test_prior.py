@@ -42,7 +42,8 @@ def test_the_shipped_prior_is_weights_only_a_few_mb_with_its_card():
     net.load_state_dict(weights)  # strict: every tensor of the fast preset's network
     for key in ("recipe", "distribution", "iterations", "training_seconds", "hardware"):
         assert key in card
-    assert card["iterations"] >= 1000 and card["acquisitions_seen"] >= 500
+    assert card["total_iterations"] >= 1000 and card["total_acquisitions_seen"] >= 500
+    assert card["structure_counts"]["empty"] > 0  # structure-free fields: no invention on noise
     assert "membranes" not in card["structure_counts"]  # held out: the generalisation case
     assert tuple(card["fwhm_sr_px_range"]) == fwhm_range(PriorDistribution(), preset("fast"))
 

@@ -191,6 +191,16 @@ def test_fourier_damping_removes_column_stripes_without_hurting_psnr():
     assert abs(damped.mean() - striped.mean()) < 1e-3 * striped.mean()
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_an_empty_field_is_background_and_camera_noise_only(dims):
+    cfg = SimulationConfig(structure="empty", dims=dims, size=64, z_size=8, psf_size=9, seed=2)
+    out = simulate(cfg)
+    assert not out["gt"].any() and not out["clean"].any()
+    residual = out["noisy"].astype(float) - cfg.offset_adu - cfg.background_photons
+    assert abs(residual.mean()) < 0.1
+    assert residual.var() == pytest.approx(cfg.background_photons + cfg.read_noise_e**2, rel=0.1)
+
+
 @pytest.mark.parametrize("structure", ["nuclei", "membranes"])
 def test_nuclei_and_membranes_are_drawn_in_2d_only(structure):
     cfg = SimulationConfig(structure=structure, photons=10, size=96, seed=4)

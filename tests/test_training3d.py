@@ -169,14 +169,19 @@ def test_train_resume_export_and_exact_3d_tiling(stack, tmp_path):
     assert meta.ndim == 3 and meta.output_scale == (1, 2, 2) and meta.halo == rcan_halo(full.cfg)
     assert meta.input_pixel_size_nm == pytest.approx((160.0, 92.6, 92.6))
     volume = stack[1]["noisy"].astype(np.float32)
-    untiled = Predictor(model, PredictOptions(tile=None, progress=False)).predict_array(volume)
-    tiled = Predictor(model, PredictOptions(tile=8, tile_z=4, progress=False)).predict_array(volume)
-    for a, b in zip(untiled, tiled):
-        assert a.shape == b.shape
+    exact = dict(overlap="exact", overlap_z="exact", progress=False)
+    untiled = Predictor(model, PredictOptions(tile=None, **exact)).predict_array(volume)
+    tiled = Predictor(model, PredictOptions(tile=8, tile_z=4, **exact)).predict_array(volume)
+    # the default context: the effective halo measured at export (within 1e-5 of the range)
+    effective = Predictor(model, PredictOptions(tile=8, tile_z=4, progress=False))
+    assert effective.halo == tuple(meta.effective_halo["halo"])
+    for a, b, c in zip(untiled, tiled, effective.predict_array(volume)):
+        assert a.shape == b.shape == c.shape
         assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max()
-    # less context in z than the halo (--overlap-z) is faster but no longer exact
+        assert np.abs(a - c).max() <= 1e-5 * np.ptp(a)
+    # less context in z than that (--overlap-z) is faster but no longer within it
     short = Predictor(model, PredictOptions(tile=8, tile_z=4, overlap_z=1, progress=False))
-    assert short.halo == (1, *meta.halo[1:])
+    assert short.halo == (1, *meta.effective_halo["halo"][1:])
     assert np.abs(short.predict_array(volume)[1] - untiled[1]).max() > 1e-4 * np.abs(a).max()
     assert load_checkpoint(tmp_path / "a")["z_step_nm"] == 160.0
     assert (tmp_path / "a" / "preview.png").is_file()  # middle plane of the stack

@@ -119,6 +119,7 @@ def card(trainer: PriorTrainer, seconds: float, machine: str, parent: dict | Non
         "python": platform.python_version(),
         "started_from": parent,
         "total_iterations": trainer.iteration + _total(parent, "iterations"),
+        "total_acquisitions_seen": len(drawn) + _total(parent, "acquisitions_seen"),
         "total_training_seconds": round(seconds + _total(parent, "training_seconds"), 1),
     }
 

@@ -71,8 +71,8 @@ def initial_weights(
         log.info(
             "starting from the 2D prior (%s; %d iterations on %d simulated acquisitions)",
             Path(path).name,
-            card["iterations"],
-            card["acquisitions_seen"],
+            card.get("total_iterations", card["iterations"]),
+            card.get("total_acquisitions_seen", card["acquisitions_seen"]),
         )
         return weights
     if cfg.init == "prior":
