@@ -60,6 +60,7 @@ def test_train_export_predict_on_a_real_image(nuclei, tmp_path):
     model = tmp_path / "nuclei.onnx"
     result = run("train", image, "--psf", psf, "-o", model, "--seed", "1", *FAST)
     assert result.exit_code == 0, result.output
+    trained = result.output
     run_dir = tmp_path / "nuclei_training"
     for name in ("checkpoint.pt", "config.json", "loss.csv", "loss.png", "preview.png"):
         assert (run_dir / name).is_file(), name
@@ -79,7 +80,7 @@ def test_train_export_predict_on_a_real_image(nuclei, tmp_path):
     # the fast network's effective halo: measured at export, smaller than the counted one, and
     # the default tiles (with it) stay within 1e-5 of the range of one exact untiled pass
     effective = meta.effective_halo["halo"]
-    assert all(e < h for e, h in zip(effective, meta.halo)) and "effective halo" in result.output
+    assert all(e < h for e, h in zip(effective, meta.halo)) and "effective halo" in trained
     exact, tiled = tmp_path / "exact.tif", tmp_path / "tiled.tif"
     args = ("predict", model, image, "-o", exact, "--tile", "0", "--overlap", "exact", "--quiet")
     assert run(*args).exit_code == 0
