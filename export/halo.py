@@ -35,7 +35,7 @@ def add_effective_halo(path: str | os.PathLike, image: np.ndarray) -> dict | Non
     if is_fp16(model.metadata):
         log.info("fp16 model: prediction uses the exact halo (not measured on the CPU)")
         return None
-    record = measure_effective_halo(model, probe_images(model.metadata.ndim, image))
+    record = measure_effective_halo(model, probe_images(image))
     metadata = replace(model.metadata, effective_halo=record)
     data = attach_metadata(path.read_bytes(), metadata)
     with atomic_output(path) as tmp:

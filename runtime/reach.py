@@ -2,8 +2,8 @@
 
 The halo in a model's metadata is its receptive-field radius counted from the architecture:
 tiles with that much context give exactly the untiled result, but a pixel's output depends on
-far context by much less than the bound allows (the fast 2D network: 117 px counted, the
-deconvolved output moves by under 1e-6 of its range beyond about 85 px). Export measures, on
+far context by much less than the bound allows (the shipped 2D network: 117 px counted, its
+outputs move by at most 2e-6 of their range with 85 px; benchmarks/RESULTS.md). Export measures, on
 the training image and on a noise image, the smallest context for which *every* output pixel of
 a tiled pass stays within ``TOLERANCE`` of the untiled pass's output range, keeping a safety
 ``MARGIN``: a candidate is accepted only when the largest difference measured is at most
@@ -71,7 +71,7 @@ def ladder(exact: Sequence[int], multiple: Sequence[int], steps: int = LADDER_ST
     return rungs
 
 
-def probe_images(ndim: int, crop: np.ndarray, seed: int = 0) -> list[np.ndarray]:
+def probe_images(crop: np.ndarray, seed: int = 0) -> list[np.ndarray]:
     """The measurement images: the training crop and uniform noise of the same shape
     (noise has the most high-frequency content a tile seam could disturb)."""
     rng = np.random.default_rng(seed)

@@ -113,7 +113,7 @@ def test_the_measured_halo_is_the_smallest_rung_that_passes(measured, ndim):
     probe = _probe2d() if ndim == 2 else _probe3d()
     tile = record["probe_tile"]
     worst = 0.0
-    for image in probe_images(ndim, probe):
+    for image in probe_images(probe):
         untiled = _run(measured[ndim], image, tile=None, overlap="exact", overlap_z="exact")
         options = dict(tile=tile[-1], overlap=below[-1])
         if ndim == 3:
