@@ -11,8 +11,8 @@ beside it. The shipped prior is two runs:
 
     python benchmarks/train_prior.py --iterations 2000 --run /tmp/p1 --out /tmp/p1.pt \
         --structures filaments puncta mixed beads nuclei
-    python benchmarks/train_prior.py --iterations 600 --run /tmp/p2 --start /tmp/p1.pt \
-        --out training/priors/prior2d_fast.pt
+    python benchmarks/train_prior.py --iterations 600 --lr 1e-4 --run /tmp/p2 \
+        --start /tmp/p1.pt --out training/priors/prior2d_fast.pt
 """
 
 from __future__ import annotations
