@@ -1,7 +1,8 @@
 """The ``zsdeconvnet`` command line: the click group, ``predict`` and ``info``.
 
 Every other command family has its module in ``cli/`` (``train.py``: train, export, adapt;
-``physics.py``: psf, simulate, evaluate; ``sim.py``; ``fiji.py``: fiji, serve; ``demo.py``),
+``physics.py``: psf, check-psf, simulate, evaluate; ``sim.py``; ``fiji.py``: fiji, serve;
+``demo.py``),
 imported only when its command runs, so ``zsdeconvnet --help`` and ``predict`` start without
 torch or scipy installed.
 """
@@ -34,6 +35,11 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "predict": ("zsdeconvnet.cli.predict:predict", "Restore images with a model file.", ()),
     "info": ("zsdeconvnet.cli.predict:info", "Describe a model file and the runtime.", ()),
     "psf": ("zsdeconvnet.cli.physics:psf", "Generate a PSF from the optics.", PHYSICS),
+    "check-psf": (
+        "zsdeconvnet.cli.physics:check_psf",
+        "Does the PSF fit the image? (passband check).",
+        PHYSICS,
+    ),
     "simulate": (
         "zsdeconvnet.cli.physics:simulate",
         "Simulate noisy data with PSF and ground truth.",

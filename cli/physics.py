@@ -1,4 +1,5 @@
-"""``zsdeconvnet psf``, ``simulate`` and ``evaluate``: the physics toolkit on the command line."""
+"""``zsdeconvnet psf``, ``check-psf``, ``simulate`` and ``evaluate``: the physics toolkit on the
+command line."""
 
 from __future__ import annotations
 
@@ -84,6 +85,141 @@ def psf(
         {"X": pixel_size, "Y": pixel_size, **({"Z": z_step} if z_step else {})},
     )
     click.echo(f"wrote {output} ({model}, {'x'.join(map(str, data.shape[-len(axes) :]))})")
+
+
+@click.command(name="check-psf")
+@click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--psf",
+    "psf_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PSF TIFF (measured, or from 'zsdeconvnet psf').",
+)
+@click.option("--pixel-size", type=float, default=None, help="Image pixel size (nm).")
+@click.option("--psf-pixel-size", type=float, default=None, help="PSF pixel size (nm).")
+@click.option("--z-step", type=float, default=None, help="Image z step (nm), stacks.")
+@click.option("--psf-z-step", type=float, default=None, help="PSF z step (nm), stacks.")
+@click.option("--channel", type=int, default=None, help="Channel of multi-channel files.")
+@click.option(
+    "--tolerance",
+    type=float,
+    default=0.10,
+    show_default=True,
+    help="Passband mismatch (fraction) tolerated before a warning.",
+)
+@click.option(
+    "--estimate",
+    is_flag=True,
+    help="Also say which widefield PSF would match the data (give --na and/or --wavelength "
+    "to have it in NA or emission wavelength).",
+)
+@click.option("--na", type=float, default=None, help="The PSF's NA (for --estimate).")
+@click.option("--wavelength", type=float, default=None, help="The PSF's emission wavelength (nm).")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurement as JSON.")
+@friendly_errors
+def check_psf(
+    image,
+    psf_path,
+    pixel_size,
+    psf_pixel_size,
+    z_step,
+    psf_z_step,
+    channel,
+    tolerance,
+    estimate,
+    na,
+    wavelength,
+    as_json,
+):
+    """Check that the PSF fits IMAGE before training on it.
+
+    Fits the image's power spectrum with the PSF's transfer function stretched by a passband
+    ratio (data / PSF) and reports whether the PSF is right, too narrow (the data show less
+    detail than it passes) or too wide (the data hold detail it cannot pass: ringing), by how
+    much, or that the signal is too weak to tell. Stacks (Z axis) are checked in 3D. The exit
+    status is 0 in every case; --json gives the numbers to scripts.
+
+    \b
+    Examples:
+      zsdeconvnet check-psf cell.tif --psf psf.tif
+      zsdeconvnet check-psf cell.tif --psf psf.tif --estimate --na 1.49 --wavelength 525
+      zsdeconvnet check-psf stack.tif --psf psf3d.tif --z-step 200 --json
+    """
+    from ..physics.psf import read_psf
+    from ..physics.psf_check import check_psf_against_data
+
+    data, sizes, ndim = _one_field(image, channel, pixel_size, z_step)
+    psf = read_psf(psf_path, ndim, psf_pixel_size, psf_z_step)
+    if sizes is None:
+        sizes = psf.pixel_size_nm
+        click.echo(
+            f"warning: {image} has no pixel size (give --pixel-size); assuming the PSF's, "
+            f"{sizes[-1]:g} nm",
+            err=True,
+        )
+    if not 0 < tolerance < 1:
+        raise InputError(f"--tolerance {tolerance} must be a fraction between 0 and 1")
+    result = check_psf_against_data(data, sizes, psf, tolerance)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=1))
+        return
+    click.echo(result.message())
+    if estimate:
+        click.echo(_estimate_line(result, na, wavelength, sizes[-1], ndim))
+
+
+def _one_field(path: Path, channel, pixel_size, z_step):
+    """The first frame (2D) or stack (3D: the file has a Z axis) of an image, its pixel sizes
+    per axis (nm; None when neither the file nor the options give one), and 2 or 3."""
+    from ..runtime.io import plain_stack_as_z
+
+    image = read_image(path, memmap=False)
+    data, axes = np.asarray(image.data), image.axes
+    if "C" in axes:
+        n = data.shape[axes.index("C")]
+        if channel is None and n > 1:
+            raise InputError(f"{path} has {n} channels; choose one with --channel 0..{n - 1}")
+        if not 0 <= (channel or 0) < n:
+            raise InputError(f"{path} has {n} channels; --channel {channel} does not exist")
+        data = np.take(data, channel or 0, axis=axes.index("C"))
+        axes = axes.replace("C", "")
+    if z_step is not None:  # a plain stack of planes given a z step is a Z stack
+        axes = plain_stack_as_z(image, axes, notice=False)
+    ndim = 3 if "Z" in axes else 2
+    if data.ndim < ndim:
+        raise InputError(f"{path} has axes {axes!r}; a 3D check needs a Z stack")
+    field = data.reshape(-1, *data.shape[-ndim:])[0].astype(np.float64)
+    xy = pixel_size or image.pixel_size_nm.get("X")
+    if xy is None:
+        return field, None, ndim
+    if ndim == 2:
+        return field, (xy, xy), 2
+    z = z_step or image.pixel_size_nm.get("Z")
+    if z is None:
+        raise InputError(f"{path} has no z step in its metadata; give --z-step (nm)")
+    return field, (z, xy, xy), 3
+
+
+def _estimate_line(result, na, wavelength, pixel_nm: float, ndim: int) -> str:
+    """What widefield PSF would match the data, in the user's terms."""
+    line = (
+        f"best-matching PSF: lateral FWHM {result.matched_fwhm_nm:.0f} nm "
+        f"(this PSF {result.psf_fwhm_nm:.0f} nm)"
+    )
+    if result.verdict == "inconclusive":
+        return line + "; unreliable: the data cannot tell"
+    if na is not None:
+        line += f"; NA {na * result.ratio:.2f} at the same wavelength"
+    if wavelength is not None:
+        line += f"; emission {wavelength / result.ratio:.0f} nm at the same NA"
+    if na is not None and wavelength is not None and na * result.ratio < 1.52:
+        z = " --z-step ... --z-size ..." if ndim == 3 else ""
+        line += (
+            f"\n  zsdeconvnet psf -o matched_psf.tif --na {na * result.ratio:.2f} "
+            f"--wavelength {wavelength:g} --pixel-size {pixel_nm:g}{z}"
+        )
+    return line
 
 
 @click.command()
