@@ -74,6 +74,12 @@ MAX_BUDGET_ITERATIONS = 20_000
     help="3D: non-negative deconvolved output above the stack's estimated background "
     "(on in the fast 3D preset).",
 )
+@click.option(
+    "--psf-check/--no-psf-check",
+    default=None,
+    help="Check the PSF against the image before training (a warning when they disagree; "
+    "see 'zsdeconvnet check-psf').  [default: on]",
+)
 @click.option("--seed", type=int, default=None, help="Random seed (same seed, same result).")
 @click.option("--pixel-size", type=float, default=None, help="Camera pixel size (nm).")
 @click.option("--psf-pixel-size", type=float, default=None, help="PSF pixel size (nm).")
@@ -145,6 +151,7 @@ def train(
     lr,
     hessian_weight,
     positivity,
+    psf_check,
     seed,
     pixel_size,
     psf_pixel_size,
@@ -197,6 +204,7 @@ def train(
         lr=lr,
         hessian_weight=hessian_weight,
         positivity=positivity,
+        psf_check=psf_check,
         seed=seed,
         pixel_size_nm=pixel_size,
         psf_pixel_size_nm=psf_pixel_size,

@@ -16,6 +16,7 @@ from ..training.networks import build_network, metadata_from_state
 from ..training.trainer import load_checkpoint
 from .halo import add_effective_halo
 from .onnx import export_model
+from .report import add_quality_report
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,11 @@ def export_checkpoint(
     model.load_state_dict(state["model"])
     crop = state["parity_crop"].numpy().astype(np.float32)[None, None]
     metadata = metadata_from_state(state, cfg)
+    run_dir = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
     if quantize is None:
         diff = export_model(model, metadata, output, crop)
         add_effective_halo(output, crop[0, 0])
+        add_quality_report(output, state, run_dir)
         return diff
     from .quantize import KINDS, quantize_model
 
@@ -55,6 +58,7 @@ def export_checkpoint(
         tiles = calibration_tiles(cfg, crop) if cfg.ndim == 2 else [crop]
         quantize_model(fp32, output, tiles, min_psnr, quantize)
     add_effective_halo(output, crop[0, 0])
+    add_quality_report(output, state, None)  # the run folder keeps the fp32 model's report
     return diff
 
 

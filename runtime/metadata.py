@@ -87,6 +87,10 @@ class ModelMetadata:
         ``tolerance`` of the output range of an untiled pass: ``halo`` per axis (input px, at
         most ``halo``), ``tolerance``, ``margin``, ``max_difference``, ``probe_tile``,
         ``images``. ``None`` (older models): prediction uses the exact ``halo``.
+    quality : dict or None
+        The quality report measured at export on the training image (``physics.quality``):
+        ``summary`` (one line), ``warnings`` (list of lines), the numbers, and the PSF check's
+        verdict. ``None`` for older models and models whose training image was not readable.
     format_version : int
         Schema version of this record.
     """
@@ -104,6 +108,7 @@ class ModelMetadata:
     channel: int | None = None
     self_check: dict[str, Any] | None = None
     effective_halo: dict[str, Any] | None = None
+    quality: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -132,6 +137,16 @@ class ModelMetadata:
             raise InputError("self_check must be a record (JSON object); the file is corrupt")
         if self.effective_halo is not None:
             self._check_effective_halo()
+        if self.quality is not None and not (
+            isinstance(self.quality, dict)
+            and isinstance(self.quality.get("summary"), str)
+            and isinstance(self.quality.get("warnings"), list)
+            and all(isinstance(w, str) for w in self.quality["warnings"])
+        ):
+            raise InputError(
+                "quality must be a record with a summary line and a list of warnings; the file "
+                "is corrupt (re-export the model)"
+            )
 
     def _check_effective_halo(self) -> None:
         record = self.effective_halo
@@ -220,6 +235,9 @@ class ModelMetadata:
                 f"largest difference {record.get('max_difference')} of the output range, "
                 f"contract {record.get('tolerance')})"
             )
+        if self.quality is not None:
+            lines.append(f"quality        : {self.quality['summary']}")
+            lines += [f"  warning      : {w}" for w in self.quality["warnings"]]
         if self.channel is not None:
             lines.append(f"channel        : {self.channel}")
         if isinstance(self.self_check, dict):

@@ -99,6 +99,9 @@ class TrainConfig:
     # ``budgeted_s`` to the budget and this back to None (so a resumed run keeps the schedule)
     time_budget_s: float | None = None
     budgeted_s: float | None = None
+    # Check the PSF against the first training frame before training (physics/psf_check.py):
+    # a warning when they disagree, the record kept for the quality report
+    psf_check: bool = True
     # Mixed precision for the 2D network: "auto" = bf16 autocast on CUDA and on CPUs with
     # native bf16 (AVX512-BF16 or AMX; measured 2.1x faster steps on such a CPU, with the same
     # quality as fp32 in benchmarks/RESULTS.md), fp32 elsewhere; "bf16"; "off" (fp32).

@@ -72,7 +72,18 @@ class Cancelled(Exception):
 
 
 #: What a run folder holds; a new run over an old folder removes exactly these.
-RUN_FILES = ("checkpoint.pt", "config.json", "loss.csv", "loss.png", "preview.png")
+RUN_FILES = (
+    "checkpoint.pt",
+    "config.json",
+    "loss.csv",
+    "loss.png",
+    "preview.png",
+    "psf_check.json",
+    "report.json",
+    "report.png",
+)
+#: The PSF check of the first training frame, kept for the quality report
+PSF_CHECK_JSON = "psf_check.json"
 
 
 def fresh_run_dir(run_dir: Path, overwrite: bool) -> None:
@@ -154,6 +165,8 @@ def _train_and_export(
                 raise InputError(
                     f"{describe(images[0])} has no z step in its metadata; give --z-step (nm)"
                 )
+        if world.is_main and resume is None:
+            _check_psf(frames[0], psf, pixel_nm, z_step, own_dir, cfg.psf_check)
     trainer = Trainer(
         cfg, frames, psf, pixel_nm, own_dir, z_step_nm=z_step, world=world, sampler=sampler
     )
@@ -190,7 +203,40 @@ def _train_and_export(
 
     click.echo(
         f"wrote {output} (onnxruntime vs torch max |diff| {diff:.1e}; {halo_note(output)}); "
-        f"checkpoint, loss log and plots in {run_dir}",
+        f"checkpoint, loss log, plots and report in {run_dir}",
         err=True,
     )
+    click.echo(quality_note(output), err=True)
     return run_dir
+
+
+def quality_note(path: Path) -> str:
+    """The model's quality summary and its warnings, for the end of ``train``."""
+    from ..runtime.model import Model
+
+    quality = Model(path, provider="cpu", self_check=False).metadata.quality
+    if quality is None:
+        return "quality: no report (the training image was not readable, or a SIM model)"
+    return "\n".join([quality["summary"], *(f"warning: {w}" for w in quality["warnings"])])
+
+
+def _check_psf(frame, psf, pixel_nm: float, z_step, run_dir: Path | None, enabled: bool) -> None:
+    """The PSF against the first training frame (``physics.psf_check``): one line, a warning
+    when they disagree; the record is kept in the run folder for the report."""
+    import json
+
+    from ..physics.psf_check import check_psf_against_data
+    from ..runtime.io import atomic_output
+
+    if not enabled:
+        return
+    sizes = (pixel_nm, pixel_nm) if frame.ndim == 2 else (z_step, pixel_nm, pixel_nm)
+    result = check_psf_against_data(frame, sizes, psf)
+    if result.warns:
+        log.warning("%s", result.message())
+    else:
+        click.echo(result.message(), err=True)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_output(run_dir / PSF_CHECK_JSON) as tmp:
+            tmp.write_text(json.dumps(result.to_dict(), indent=1))
