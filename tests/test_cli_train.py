@@ -64,7 +64,20 @@ def test_train_export_predict_on_a_real_image(nuclei, tmp_path):
     run_dir = tmp_path / "nuclei_training"
     for name in ("checkpoint.pt", "config.json", "loss.csv", "loss.png", "preview.png"):
         assert (run_dir / name).is_file(), name
+    # the PSF was checked before training and the report measured after export
+    assert "PSF check" in trained and "quality: data term" in trained
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["psf_check"]["verdict"] in (
+        "consistent",
+        "too narrow",
+        "too wide",
+        "inconclusive",
+    )
+    assert 0 < report["data_term"] < 1 and report["resolution_nm"]["deconvolved"] > 0
+    assert (run_dir / "report.png").stat().st_size > 10_000
     meta = Model(model, provider="cpu").metadata
+    assert meta.quality["summary"] == report["summary"]
+    assert run("info", model).output.count("quality") >= 1
     assert meta.ndim == 2 and meta.output_scale == (2, 2)
     assert meta.input_pixel_size_nm == (325.0, 325.0) and meta.output_pixel_size_nm == (162.5,) * 2
     assert meta.training["iterations"] == 4 and meta.training["seed"] == 1
