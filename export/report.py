@@ -51,6 +51,9 @@ def add_quality_report(model_path: str | os.PathLike, state: dict, run_dir: Path
     except (InputError, OSError) as err:
         log.warning("no quality report: the training image is not readable (%s)", err)
         return {}
+    if not frames:  # trained on arrays handed over in code, not on files
+        log.info("no quality report: the run names no training image")
+        return {}
     raw = _centre(frames[0], cfg.ndim, model.metadata.size_multiple)
     den, dec = Predictor(model, PredictOptions(progress=False)).predict_array(raw)
     camera = PSF(
@@ -120,7 +123,7 @@ def write_report_png(
     def plane(a):
         return a[a.shape[0] // 2] if a.ndim == 3 else a
 
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.6))
     for ax, image, title in zip(
         axes,
         (plane(raw), plane(dec), plane(res)),
@@ -156,6 +159,15 @@ def write_report_png(
     with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
+
+
+def _wrapped(warnings: list[str]) -> list[str]:
+    import textwrap
+
+    lines = ["warnings:"]
+    for w in warnings:
+        lines += textwrap.wrap(w, 56, initial_indent="- ", subsequent_indent="  ")
+    return lines
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

@@ -28,7 +28,7 @@ from qtpy.QtCore import QObject, Signal
 
 from ..runtime.errors import InputError
 from ..runtime.model import PROVIDER_CHOICES, Model
-from ..runtime.predict import PredictOptions, Predictor
+from ..runtime.restorer import Restorer
 
 
 def sr_placement(
@@ -115,12 +115,12 @@ class PredictWidget(Container):
         except InputError as err:
             self.status.value = str(err)
             return
-        predictor = Predictor(model, PredictOptions(tile=self.tile.value or None, progress=False))
+        restorer = Restorer(model, tile=self.tile.value or None)
         frames = data.reshape(-1, *data.shape[-nd:])
         self.progress.max = len(frames)
         self.progress.value = 0
         self.status.value = f"restoring {len(frames)} frame(s) on {model.active_provider}"
-        self.worker = create_worker(_restore, predictor, frames, _start_thread=False)
+        self.worker = create_worker(_restore, restorer, frames, _start_thread=False)
         self.worker.yielded.connect(lambda done: setattr(self.progress, "value", done))
         self.worker.returned.connect(
             lambda result: self._add_layers(layer, data.shape, model.metadata, result)
@@ -167,7 +167,7 @@ class PredictWidget(Container):
         self.run_button.enabled, self.cancel_button.enabled = True, False
 
 
-def _restore(predictor: Predictor, frames: np.ndarray):
+def _restore(restorer: Restorer, frames: np.ndarray):
     """Generator run in the worker: yields frames done, returns (denoised, deconvolved).
 
     Expected failures (the project's ``InputError``) come back as their message, so only
@@ -176,9 +176,10 @@ def _restore(predictor: Predictor, frames: np.ndarray):
     denoised = deconvolved = None
     for k, frame in enumerate(frames):
         try:
-            den, dec = predictor.predict_array(frame)
+            result = restorer.restore(frame)  # the in-process API (runtime/restorer.py)
         except InputError as err:
             return str(err)
+        den, dec = result.denoised, result.deconvolved
         if deconvolved is None:
             denoised = np.empty((len(frames), *den.shape), np.float32)
             deconvolved = np.empty((len(frames), *dec.shape), np.float32)

@@ -10,7 +10,9 @@ Given the raw image, the two outputs of a model and the PSF, :func:`assess` meas
   about 0; a residual holding sample structure (a PSF or noise-model mismatch, or too little
   training) scores above;
 - **resolution** (decorrelation analysis, nm) of the raw image, the denoised and the deconvolved
-  output (the middle plane of a stack);
+  output (the middle plane of a stack); on the raw image it is led by the noise and only
+  reported; sharpening is judged from denoised to deconvolved, and only where the denoised
+  output is limited by the optics (within 2x the PSF's cut-off period);
 - **clipped pixels**: the fraction of deconvolved pixels sitting flat at the output's maximum,
   or at its minimum beside bright objects (a floor in blank background removes nothing);
 - **ringing**: how far the darkest 5 % of the surroundings of bright objects (one to three PSF
@@ -43,6 +45,10 @@ MAX_CLIPPED = 0.001
 MAX_RINGING = 0.10
 #: The deconvolved output's resolution must be at most this fraction of the denoised output's
 MIN_SHARPENING = 0.95
+#: ... judged only where the denoised output's resolution is within this factor of the PSF's
+#: cut-off period: an image of large smooth objects (nuclei at low magnification) is limited by
+#: its objects, not by the optics, and decorrelation cannot show a sharpening there
+OPTICS_LIMITED = 2.0
 #: Residual passband: this fraction of the PSF's cut-off (the lowest frequencies hold the
 #: background's slow variation, which the loss does not see either)
 PASSBAND = (0.1, 0.9)
@@ -242,18 +248,20 @@ def assess(
         clipped_fraction=clipped_fraction(_plane(dec), near),
         ringing=ring,
     )
-    report.warnings = warnings_for(report)
+    report.warnings = warnings_for(report, 1 / cutoff)
     return report
 
 
-def warnings_for(report: QualityReport) -> list[str]:
-    """The warnings a report's numbers call for, each saying what to change."""
+def warnings_for(report: QualityReport, cutoff_nm: float) -> list[str]:
+    """The warnings a report's numbers call for, each saying what to change; ``cutoff_nm`` is
+    the finest period the PSF passes."""
     found = []
     res = report.resolution_nm
     # the denoised output stands for the input: same optics, but decorrelation analysis of
     # the raw image is led by its noise (it can even report detail finer than the optics pass)
     before = res["denoised"]
-    if np.isfinite(before) and not res["deconvolved"] < MIN_SHARPENING * before:
+    judged = np.isfinite(before) and before <= OPTICS_LIMITED * cutoff_nm
+    if judged and not res["deconvolved"] < MIN_SHARPENING * before:
         found.append(
             f"the deconvolved output is not sharper than the input ({res['deconvolved']:.0f} "
             f"nm against {before:.0f} nm denoised): the PSF may be too narrow, or training "

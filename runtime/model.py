@@ -251,8 +251,13 @@ class Model:
                 f"{self.metadata.ndim}D; the file is inconsistent, re-export it"
             )
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(
+        self, batch: np.ndarray, out: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Run a batch ``[N, 1, *spatial]`` (float32, normalised domain).
+
+        ``out``: C-contiguous float32 arrays of the two output shapes to write into (the CPU
+        provider writes there directly: no output allocation); other providers copy into them.
 
         Returns
         -------
@@ -260,6 +265,19 @@ class Model:
             ``[N, 1, *spatial]`` and ``[N, 1, *spatial * output_scale]``.
         """
         batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if out is not None:
+            if self.active_provider == "CPUExecutionProvider":
+                binding = self.session.io_binding()
+                binding.bind_cpu_input(INPUT_NAME, batch)
+                for name, buffer in zip(OUTPUT_NAMES, out):
+                    binding.bind_output(
+                        name, "cpu", 0, np.float32, list(buffer.shape), buffer.ctypes.data
+                    )
+                self.session.run_with_iobinding(binding)
+            else:
+                for buffer, result in zip(out, self.run(batch)):
+                    buffer[...] = result
+            return out
         if self.io_binding:
             return self._run_bound(batch)
         denoised, deconvolved = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})

@@ -138,7 +138,7 @@ def _train_and_export(
         fresh_run_dir(run_dir, overwrite)
     ddp.barrier(world)  # the other ranks start once rank 0 has cleared the folder
     own_dir = run_dir if world.is_main else None  # only rank 0 writes
-    z_step, sampler = None, None
+    z_step, sampler, psf_record = None, None, None
     if cfg.mode == "sim2d":
         from .datasim import prepare_sim_training
 
@@ -165,12 +165,12 @@ def _train_and_export(
                 raise InputError(
                     f"{describe(images[0])} has no z step in its metadata; give --z-step (nm)"
                 )
-        if world.is_main and resume is None:
-            _check_psf(frames[0], psf, pixel_nm, z_step, own_dir, cfg.psf_check)
     trainer = Trainer(
         cfg, frames, psf, pixel_nm, own_dir, z_step_nm=z_step, world=world, sampler=sampler
     )
     trainer.psf_sha256 = file_sha256(psf_path)
+    if world.is_main and resume is None and cfg.mode != "sim2d":  # once the inputs are valid
+        psf_record = _check_psf(frames[0], psf, pixel_nm, z_step, cfg.psf_check)
     if resume is not None:
         trainer.load_checkpoint(resume)
     if world.is_main:
@@ -197,6 +197,8 @@ def _train_and_export(
     if not world.is_main:
         ddp.barrier(world)  # wait for rank 0's export, so torchrun ends when the model exists
         return run_dir
+    if psf_record is not None:  # kept for the quality report that export writes
+        _write_json(run_dir / PSF_CHECK_JSON, psf_record)
     diff = export(run_dir, output)
     ddp.barrier(world)
     from ..runtime.reach import halo_note
@@ -220,23 +222,26 @@ def quality_note(path: Path) -> str:
     return "\n".join([quality["summary"], *(f"warning: {w}" for w in quality["warnings"])])
 
 
-def _check_psf(frame, psf, pixel_nm: float, z_step, run_dir: Path | None, enabled: bool) -> None:
+def _check_psf(frame, psf, pixel_nm: float, z_step, enabled: bool) -> dict | None:
     """The PSF against the first training frame (``physics.psf_check``): one line, a warning
-    when they disagree; the record is kept in the run folder for the report."""
-    import json
-
+    when they disagree; returns the record for the quality report."""
     from ..physics.psf_check import check_psf_against_data
-    from ..runtime.io import atomic_output
 
     if not enabled:
-        return
+        return None
     sizes = (pixel_nm, pixel_nm) if frame.ndim == 2 else (z_step, pixel_nm, pixel_nm)
     result = check_psf_against_data(frame, sizes, psf)
     if result.warns:
         log.warning("%s", result.message())
     else:
         click.echo(result.message(), err=True)
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_output(run_dir / PSF_CHECK_JSON) as tmp:
-            tmp.write_text(json.dumps(result.to_dict(), indent=1))
+    return result.to_dict()
+
+
+def _write_json(path: Path, record: dict) -> None:
+    import json
+
+    from ..runtime.io import atomic_output
+
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
