@@ -17,7 +17,9 @@ apart).
 Physics sets a limit no fit can pass: the data show the PSF only where the signal stands above
 the noise. Where the signal fades into the noise well inside the passband (dim samples, or large
 smooth objects such as nuclei whose power sits at low frequencies), the interval is wide and the
-check says it cannot tell rather than guessing (:attr:`PSFCheck.verdict` ``"inconclusive"``).
+check says it cannot tell rather than guessing (:attr:`PSFCheck.verdict` ``"inconclusive"``);
+so it does when the pixels are coarser than the optics' Nyquist sampling (the PSF's cut-off lies
+beyond what the pixel grid can show) and when the field is too small.
 
 Written here because no field library fits a PSF width to an image's spectrum. Arrays ``YX`` or
 ``ZYX``; lengths in nm, frequencies in cycles/nm.
@@ -323,6 +325,18 @@ def check_psf_against_data(
         return PSFCheck("inconclusive", nan, (nan, nan), nan, nan, fwhm, nan, tolerance, (), note)
     table = _otf_table(psf)
     kc = psf_cutoff(psf)
+    nyquist = 1 / (2 * pixel_size_nm[-1])
+    if kc >= nyquist:
+        nan = float("nan")
+        note = (
+            f"the pixels ({pixel_size_nm[-1]:g} nm) sample coarser than the PSF passes: its "
+            f"cut-off period, {1 / kc:.0f} nm or finer, is below the Nyquist period "
+            f"{2 * pixel_size_nm[-1]:g} nm, so the image cannot show the PSF's width"
+        )
+        fwhm = _psf_fwhm_nm(psf)
+        return PSFCheck(
+            "inconclusive", nan, (nan, nan), 1 / kc, nan, fwhm, nan, tolerance, (), note
+        )
     ratio, (lo, hi), p = _fit_ratio(image, tuple(pixel_size_nm), table, kc)
     # the interval above is exact only if the sample's spectrum is a power law; the spread of
     # the ratio between halves of the field (left, right, top, bottom) also measures how well
