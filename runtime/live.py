@@ -122,8 +122,10 @@ class LiveRestorer:
         self._worker = threading.Thread(target=self._work, name="zsdeconvnet-live", daemon=True)
         self._worker.start()
 
-    def submit(self, key: object, frame: np.ndarray) -> bool:
+    def submit(self, key: object, frame: np.ndarray, copy: bool = True) -> bool:
         """Queue a copy of ``frame`` for restoration; returns False when it was dropped.
+
+        ``copy=False`` queues ``frame`` itself: the caller promises not to change it.
 
         Raises
         ------
@@ -134,7 +136,7 @@ class LiveRestorer:
         if self._failure is not None:
             raise RuntimeError("live restoration stopped") from self._failure
         self.summary.acquired += 1
-        item = (key, np.array(frame, copy=True), start)
+        item = (key, np.array(frame, copy=True) if copy else frame, start)
         queued = True
         if self.policy == "drop":
             try:

@@ -160,6 +160,12 @@ def _is_oom(err: Exception) -> bool:
     return isinstance(err, MemoryError) or any(m in text for m in _OOM_MARKERS)
 
 
+#: Frames up to this size as float32 (4096 x 4096) are restored by the in-process API, which
+#: keeps two float32 copies of the frame; larger ones (up to images larger than RAM) stream
+#: tile by tile, so memory stays bounded by the tiles
+RESTORER_MAX_BYTES = 64 << 20
+
+
 class Predictor:
     """Runs a :class:`Model` over frames and files.
 
@@ -222,6 +228,11 @@ class Predictor:
         ``options.ensemble`` the frame is restored in its 8 orientations (4 rotations x flip
         in y-x) and the results, turned back, are averaged.
         """
+        if self._in_memory(frame, denoised, deconvolved):
+            self._restorer().restore_range(frame, lo, hi, denoised, deconvolved)
+            if bar is not None:
+                bar.update(len(self.plan(np.shape(frame)).tiles))
+            return
         if not self.options.ensemble:
             self._restore_tiled(frame, lo, hi, denoised, deconvolved, bar)
             return
@@ -239,6 +250,26 @@ class Predictor:
         deconvolved[...] = acc_dec / len(ORIENTATIONS)
         if denoised is not None:
             denoised[...] = acc_den / len(ORIENTATIONS)
+
+    def _in_memory(self, frame, denoised, deconvolved) -> bool:
+        """Whether this frame goes through the in-process API (``runtime/restorer.py``): numpy
+        arrays (memory maps included) of a frame that fits :data:`RESTORER_MAX_BYTES` as
+        float32, on the CPU (GPUs keep the out-of-memory retry below), without the ensemble."""
+        arrays = [a for a in (frame, denoised, deconvolved) if a is not None]
+        return (
+            not self.options.ensemble
+            and self.model.active_provider == "CPUExecutionProvider"
+            and all(isinstance(a, np.ndarray) for a in arrays)
+            and 4 * int(np.prod(np.shape(frame))) <= RESTORER_MAX_BYTES
+        )
+
+    def _restorer(self):
+        """The in-process API over this predictor's model and options (made once)."""
+        if getattr(self, "_array_restorer", None) is None:
+            from .restorer import Restorer  # restorer imports this module
+
+            self._array_restorer = Restorer.from_predictor(self)
+        return self._array_restorer
 
     def _restore_tiled(self, frame, lo, hi, denoised, deconvolved, bar) -> None:
         tile = list(self.tile)

@@ -97,6 +97,15 @@ class Restorer:
         self._lock = threading.Lock()
         self._shape: tuple[int, ...] | None = None
 
+    @classmethod
+    def from_predictor(cls, predictor: Predictor) -> Restorer:
+        """The API over a :class:`Predictor`'s model and options (how ``predict``, the Fiji
+        server and napari restore in-memory frames through this class)."""
+        restorer = cls.__new__(cls)
+        restorer.model, restorer.predictor = predictor.model, predictor
+        restorer._lock, restorer._shape = threading.Lock(), None
+        return restorer
+
     @property
     def metadata(self) -> ModelMetadata:
         """The model's metadata (pixel sizes, scale, halo, PSF, training, quality)."""
@@ -150,6 +159,27 @@ class Restorer:
         px = tuple(pixel_size_nm) if pixel_size_nm is not None else meta.input_pixel_size_nm
         px_out = None if px is None else tuple(p / f for p, f in zip(px, meta.output_scale))
         return Restoration(den, dec, px, px_out)
+
+    def restore_range(
+        self,
+        frame: np.ndarray,
+        lo: float,
+        hi: float,
+        denoised: np.ndarray | None,
+        deconvolved: np.ndarray,
+    ) -> None:
+        """Restore ``frame`` with a given normalisation range into given outputs (what
+        :meth:`Predictor.restore_frame` calls; ``denoised`` may be None)."""
+        with self._lock:
+            self._prepare(np.shape(frame))
+            np.copyto(self._frame, frame, casting="unsafe")
+            den = self._denoised_scratch() if denoised is None else denoised
+            self._run(lo, hi, den, deconvolved)
+
+    def _denoised_scratch(self) -> np.ndarray:
+        if getattr(self, "_spare", None) is None or self._spare.shape != self._shape:
+            self._spare = np.empty(self._shape, np.float32)
+        return self._spare
 
     # -- the reused buffers ----------------------------------------------------------------
 

@@ -271,6 +271,7 @@ def create_zarr_output(
     job: dict,
     resume: bool,
     name: str,
+    dtype: str = "float32",
 ) -> ZarrOutput:
     """Create (or, with ``resume``, reopen) the partial OME-Zarr for a job.
 
@@ -293,6 +294,8 @@ def create_zarr_output(
         Reopen a matching partial output instead of starting again.
     name : str
         Image name in the multiscales metadata.
+    dtype : str
+        Array data type (restored images are float32; raw camera frames keep theirs).
     """
     zarr = _zarr()
     from ome_zarr.format import FormatV05
@@ -322,7 +325,7 @@ def create_zarr_output(
     for level, level_shape in enumerate(levels):
         level_chunks = tuple(min(c, s) for c, s in zip(out.chunks, level_shape))
         root.create_array(
-            str(level), shape=level_shape, chunks=level_chunks, dtype="float32", fill_value=0.0
+            str(level), shape=level_shape, chunks=level_chunks, dtype=dtype, fill_value=0
         )
         datasets.append(
             {
