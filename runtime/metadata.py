@@ -212,8 +212,9 @@ class ModelMetadata:
                 if record.get(k) is not None:
                     record[k] = tuple(float(v) for v in record[k])
             return cls(**record)
-        except (TypeError, ValueError) as err:
-            raise InputError(f"{source} has invalid zsdeconvnet metadata: {err}") from None
+        except (TypeError, ValueError) as err:  # one line, whatever names the file holds
+            reason = str(err).replace("\n", "\\n").replace("\r", "\\r")
+            raise InputError(f"{source} has invalid zsdeconvnet metadata: {reason}") from None
 
     def summary(self) -> str:
         """A human-readable multi-line description (used by ``zsdeconvnet info``)."""

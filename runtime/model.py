@@ -206,7 +206,7 @@ class Model:
                 f"model {describe(self.path)}",
                 int8_kernels() if cpu else self.active_provider,
             )
-            log.info("self-check on this machine: %s dB", self.check_psnr_db)
+            log.info("self-check on this machine: %s dB", str(self.check_psnr_db))
 
     def _session(self, model_bytes: bytes, options, providers: list):
         path = self.path

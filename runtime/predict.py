@@ -229,10 +229,14 @@ class Predictor:
         in y-x) and the results, turned back, are averaged.
         """
         if self._in_memory(frame, denoised, deconvolved):
-            self._restorer().restore_range(frame, lo, hi, denoised, deconvolved)
-            if bar is not None:
-                bar.update(len(self.plan(np.shape(frame)).tiles))
-            return
+            try:
+                self._restorer().restore_range(frame, lo, hi, denoised, deconvolved)
+                if bar is not None:
+                    bar.update(len(self.plan(np.shape(frame)).tiles))
+                return
+            except Exception as err:  # out of memory: the tiled path retries smaller tiles
+                if not _is_oom(err):
+                    raise
         if not self.options.ensemble:
             self._restore_tiled(frame, lo, hi, denoised, deconvolved, bar)
             return

@@ -4,13 +4,20 @@ device layer, no Micro-Manager binaries) with a camera serving a shipped real im
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+# pymmcore-plus configures logging when imported: the root logger to DEBUG (which every later
+# test would then feel) and a log file; keep the first as it was, skip the second
+os.environ.setdefault("PYTEST_RUNNING", "1")  # pymmcore-plus: no log file
+_root_level = logging.getLogger().level
 pytest.importorskip("pymmcore_plus")
+logging.getLogger().setLevel(_root_level)
 zarr = pytest.importorskip("zarr")
 
 import useq  # noqa: E402

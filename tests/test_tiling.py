@@ -143,11 +143,11 @@ def test_out_of_memory_retries_with_smaller_tiles(model2d, monkeypatch, message)
     real_run = model.run
     sizes = []
 
-    def limited(batch):
+    def limited(batch, out=None):
         sizes.append(batch.shape[-1])
         if batch.shape[-1] > 40:
             raise RuntimeError(message)
-        return real_run(batch)
+        return real_run(batch, out)
 
     monkeypatch.setattr(model, "run", limited)
     frame = np.random.default_rng(4).random((100, 100), dtype=np.float32)
