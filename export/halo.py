@@ -48,15 +48,17 @@ def upgrade_model(
 ) -> dict | None:
     """Copy an older model file to ``output`` with its effective halo measured on ``image``
     (its training image, spatial axes); ``source`` is only read. Nothing is written on error."""
-    central = _central_crop(image, Model(source, provider="cpu", self_check=False))
+    central = central_crop(image, Model(source, provider="cpu", self_check=False))
     with atomic_output(Path(output)) as tmp:
         tmp.write_bytes(Path(source).read_bytes())
         return add_effective_halo(tmp, central)
 
 
-def _central_crop(image: np.ndarray, model: Model) -> np.ndarray:
-    """The centre of ``image`` (its first frame or stack) as export measures it: at most 256 px
-    in y-x for 2D, 16 x 128 x 128 for 3D, whole size multiples."""
+def central_crop(
+    image: np.ndarray, model: Model, limits: tuple[int, ...] | None = None
+) -> np.ndarray:
+    """The centre of ``image`` (its first frame or stack) as export measures it: at most
+    ``limits`` (default 256 px in y-x for 2D, 16 x 128 x 128 for 3D), whole size multiples."""
     meta = model.metadata
     image = np.asarray(image, np.float32)
     if image.ndim > meta.ndim:  # a time series or channels: the first frame/stack
@@ -66,7 +68,7 @@ def _central_crop(image: np.ndarray, model: Model) -> np.ndarray:
             f"the image has {image.ndim} axes but the model is {meta.ndim}D; give one "
             f"{'frame' if meta.ndim == 2 else 'stack'} of its training data"
         )
-    limits = (256, 256) if meta.ndim == 2 else (16, 128, 128)
+    limits = limits or ((256, 256) if meta.ndim == 2 else (16, 128, 128))
     sizes = [min(lim, n) // m * m for lim, n, m in zip(limits, image.shape, meta.size_multiple)]
     if min(sizes) < 1:
         raise InputError(f"the image {image.shape} is smaller than the model's size multiple")

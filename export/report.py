@@ -19,15 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..physics.metrics import residual
 from ..physics.psf import PSF, crop_psf, resample_psf
 from ..physics.psf_check import psf_cutoff
-from ..physics.quality import QualityReport, assess, residual
+from ..physics.quality import QualityReport, assess
 from ..runtime.errors import InputError
-from ..runtime.io import atomic_output
+from ..runtime.io import atomic_output, write_json
 from ..runtime.model import Model, is_fp16
 from ..runtime.predict import PredictOptions, Predictor
 from ..training.config import TrainConfig
 from ..training.run import PSF_CHECK_JSON, load_frames
+from .halo import central_crop
 from .onnx import attach_metadata
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ def add_quality_report(model_path: str | os.PathLike, state: dict, run_dir: Path
     if not frames:  # trained on arrays handed over in code, not on files
         log.info("no quality report: the run names no training image")
         return {}
-    raw = _centre(frames[0], cfg.ndim, model.metadata.size_multiple)
+    raw = central_crop(frames[0], model, REPORT_FIELD[cfg.ndim])
     den, dec = Predictor(model, PredictOptions(progress=False)).predict_array(raw)
     camera = PSF(
         state["psf"].numpy().astype(np.float32), tuple(state["psf_pixel_size_nm"]), "training PSF"
@@ -73,8 +75,10 @@ def add_quality_report(model_path: str | os.PathLike, state: dict, run_dir: Path
         report.warnings.insert(0, f"PSF check before training: PSF {check['verdict']}")
     record = {"summary": report.summary(), **report.to_dict(), "psf_check": check}
     if run_dir is not None:
-        _write_json(run_dir / REPORT_JSON, record)
-        write_report_png(run_dir / REPORT_PNG, raw, dec, residual(dec, raw, psf_sr, factor), report)
+        write_json(run_dir / REPORT_JSON, record)
+        write_report_png(
+            run_dir / REPORT_PNG, raw, dec, residual(dec, raw, psf_sr.data, factor), report
+        )
     metadata = replace(model.metadata, quality=_metadata_record(record))
     data = attach_metadata(Path(model_path).read_bytes(), metadata)
     with atomic_output(Path(model_path)) as tmp:
@@ -97,18 +101,6 @@ def _psf_check(run_dir: Path | None) -> dict | None:
     if path is None or not path.exists():
         return None
     return json.loads(path.read_text())
-
-
-def _write_json(path: Path, record: dict) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=1))
-
-
-def _centre(frame: np.ndarray, ndim: int, multiple: tuple[int, ...]) -> np.ndarray:
-    limits = REPORT_FIELD[ndim]
-    sizes = [min(lim, n) // m * m for lim, n, m in zip(limits, frame.shape, multiple)]
-    box = tuple(slice((n - k) // 2, (n - k) // 2 + k) for n, k in zip(frame.shape, sizes))
-    return np.asarray(frame[box], np.float32)
 
 
 def write_report_png(

@@ -133,19 +133,18 @@ def frc(a: np.ndarray, b: np.ndarray, pixel_nm: float, threshold: float = 1 / 7)
 
 
 def _decorrelation_peak(
-    spectrum: np.ndarray, normalized: np.ndarray, radii: np.ndarray, r: np.ndarray
+    spectrum: np.ndarray, normalized: np.ndarray, radii: np.ndarray, ring: np.ndarray
 ):
-    """Peak position (fraction of Nyquist) and amplitude of the decorrelation curve."""
-    values = []
+    """Peak position (fraction of Nyquist) and amplitude of the decorrelation curve.
+
+    ``ring`` holds, per frequency, the index of the first radius whose disc contains it (the
+    disc sums of every radius are cumulative sums over rings: one pass instead of one masked
+    pass per radius)."""
+    n = radii.size
     norm_i = np.sqrt((np.abs(spectrum) ** 2).sum())
-    for radius in radii:
-        mask = r <= radius
-        inner = normalized * mask
-        d = (spectrum * inner.conj()).real.sum() / (
-            norm_i * np.sqrt((np.abs(inner) ** 2).sum()) + 1e-30
-        )
-        values.append(d)
-    values = np.array(values)
+    cross = np.bincount(ring, (spectrum * normalized.conj()).real.ravel(), n + 1)[:n]
+    power = np.bincount(ring, (np.abs(normalized) ** 2).ravel(), n + 1)[:n]
+    values = np.cumsum(cross) / (norm_i * np.sqrt(np.cumsum(power)) + 1e-30)
     # the last local maximum that stands clear of the curve's end (noise-free peak)
     k = int(np.argmax(values[:-1])) if values.size > 1 else 0
     return radii[k], values[k]
@@ -172,11 +171,12 @@ def decorrelation_resolution(
     spectrum[r > 1] = 0
     normalized = spectrum / (np.abs(spectrum) + 1e-30)
     radii = np.linspace(0.02, 1.0, n_radii)
-    k0, a0 = _decorrelation_peak(spectrum, normalized, radii, r)
+    ring = np.searchsorted(radii, r.ravel(), side="left")  # in disc k when ring <= k
+    k0, a0 = _decorrelation_peak(spectrum, normalized, radii, ring)
     best = k0 if a0 > 0.05 else 0.0
     for sigma in np.exp(np.linspace(np.log(0.15), np.log(max(k0, 0.16) * 2), n_filters)):
         highpass = spectrum * (1 - np.exp(-(r**2) / (2 * sigma**2)))
-        k, a = _decorrelation_peak(highpass, highpass / (np.abs(highpass) + 1e-30), radii, r)
+        k, a = _decorrelation_peak(highpass, highpass / (np.abs(highpass) + 1e-30), radii, ring)
         if a > 0.05 and k < radii[-2]:
             best = max(best, k)
     if best <= 0:
@@ -241,26 +241,34 @@ def bead_fwhm_3d(
 
 
 def bin_to_camera(image: np.ndarray, factor: int) -> np.ndarray:
-    """Mean of ``factor x factor`` blocks: an output on the finer grid back on the camera's."""
+    """Mean of ``factor x factor`` blocks in y and x (leading axes kept): an output on the finer
+    grid back on the camera's."""
     h, w = (s // factor * factor for s in image.shape[-2:])
+    lead = image.shape[:-2]
     blocks = np.asarray(image, np.float64)[..., :h, :w].reshape(
-        h // factor, factor, w // factor, factor
+        *lead, h // factor, factor, w // factor, factor
     )
-    return blocks.mean(axis=(1, 3))
+    return blocks.mean(axis=(-3, -1))
 
 
-def data_term(output: np.ndarray, raw: np.ndarray, psf_sr: np.ndarray, factor: int = 2) -> float:
-    """The training loss's data term measured on the whole image: the output (on the ``factor``
-    x finer grid, in the raw image's units) re-blurred by the PSF on that grid and binned back
-    to camera pixels, against the raw image: mean absolute difference, as a fraction of the raw
-    image's 0.1-99.9 percentile range. It cannot reach zero (the raw image is noisy); lower
-    means the output explains the data better."""
+def residual(
+    output: np.ndarray, raw: np.ndarray, psf_sr: np.ndarray, factor: int = 2
+) -> np.ndarray:
+    """The output (on the ``factor`` x finer grid, in the raw image's units; ``YX`` or ``ZYX``)
+    re-blurred by the PSF on that grid and binned back to camera pixels, minus the raw image."""
     from scipy.signal import fftconvolve
 
     reblurred = bin_to_camera(fftconvolve(np.asarray(output, np.float64), psf_sr, "same"), factor)
-    raw = np.asarray(raw, np.float64)[: reblurred.shape[0], : reblurred.shape[1]]
-    lo, hi = np.percentile(raw, NORM_PERCENTILES)
-    return float(np.abs(reblurred - raw).mean() / (hi - lo))
+    raw = np.asarray(raw, np.float64)[..., : reblurred.shape[-2], : reblurred.shape[-1]]
+    return reblurred - raw
+
+
+def data_term(output: np.ndarray, raw: np.ndarray, psf_sr: np.ndarray, factor: int = 2) -> float:
+    """The training loss's data term measured on the whole image: :func:`residual`'s mean
+    absolute value, as a fraction of the raw image's 0.1-99.9 percentile range. It cannot reach
+    zero (the raw image is noisy); lower means the output explains the data better."""
+    lo, hi = np.percentile(np.asarray(raw, np.float64), NORM_PERCENTILES)
+    return float(np.abs(residual(output, raw, psf_sr, factor)).mean() / (hi - lo))
 
 
 def blank_mask(raw: np.ndarray, fraction: float = 0.25, margin: int = 4) -> np.ndarray:

@@ -30,9 +30,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy.ndimage import binary_dilation, gaussian_filter
-from scipy.signal import fftconvolve
 
-from .metrics import NORM_PERCENTILES, blank_mask, decorrelation_resolution
+from .metrics import NORM_PERCENTILES, blank_mask, decorrelation_resolution, residual
 from .psf import PSF, fwhm_px
 
 #: Residual power in the passband over the noise's, minus 1, above which the residual has
@@ -96,24 +95,6 @@ class QualityReport:
             parts.append(f"residual structure {self.residual_structure:.2f}")
         warned = f"{len(self.warnings)} warning(s)" if self.warnings else "no warnings"
         return f"quality: {', '.join(parts)}; {warned}"
-
-
-def bin_lateral(image: np.ndarray, factor: int) -> np.ndarray:
-    """Mean of ``factor x factor`` blocks in y and x (leading axes kept)."""
-    h, w = (s // factor * factor for s in image.shape[-2:])
-    lead = image.shape[:-2]
-    blocks = np.asarray(image, np.float64)[..., :h, :w].reshape(
-        *lead, h // factor, factor, w // factor, factor
-    )
-    return blocks.mean(axis=(-3, -1))
-
-
-def residual(deconvolved: np.ndarray, raw: np.ndarray, psf_sr: PSF, factor: int) -> np.ndarray:
-    """Re-blurred, binned deconvolved output minus the raw image (camera grid, raw units)."""
-    blurred = fftconvolve(np.asarray(deconvolved, np.float64), psf_sr.data, mode="same")
-    reblurred = bin_lateral(blurred, factor)
-    raw = np.asarray(raw, np.float64)[..., : reblurred.shape[-2], : reblurred.shape[-1]]
-    return reblurred - raw
 
 
 def _lateral_power(image: np.ndarray, pixel_nm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -224,7 +205,7 @@ def assess(
         The data's own cut-off when a PSF check measured one (cycles/nm).
     """
     raw = np.asarray(raw, np.float64)
-    res = residual(deconvolved, raw, psf_sr, factor)
+    res = residual(deconvolved, raw, psf_sr.data, factor)
     lo, hi = np.percentile(raw, NORM_PERCENTILES)
     data_term = float(np.abs(res).mean() / max(hi - lo, 1e-12))
     structure = residual_structure(res, pixel_nm, cutoff, data_cutoff)

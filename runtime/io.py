@@ -348,6 +348,14 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def write_json(path: str | os.PathLike, record: dict) -> None:
+    """Write ``record`` as indented JSON, atomically (:func:`atomic_output`)."""
+    import json
+
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
+
+
 def write_tiff(
     path: str | os.PathLike,
     data: np.ndarray,

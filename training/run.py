@@ -15,7 +15,7 @@ import numpy as np
 
 from ..physics.psf import read_psf
 from ..runtime.errors import InputError, describe
-from ..runtime.io import file_sha256, plain_stack_as_z, read_image
+from ..runtime.io import file_sha256, plain_stack_as_z, read_image, write_json
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def _train_and_export(
         ddp.barrier(world)  # wait for rank 0's export, so torchrun ends when the model exists
         return run_dir
     if psf_record is not None:  # kept for the quality report that export writes
-        _write_json(run_dir / PSF_CHECK_JSON, psf_record)
+        write_json(run_dir / PSF_CHECK_JSON, psf_record)
     diff = export(run_dir, output)
     ddp.barrier(world)
     from ..runtime.reach import halo_note
@@ -236,12 +236,3 @@ def _check_psf(frame, psf, pixel_nm: float, z_step, enabled: bool) -> dict | Non
     else:
         click.echo(result.message(), err=True)
     return result.to_dict()
-
-
-def _write_json(path: Path, record: dict) -> None:
-    import json
-
-    from ..runtime.io import atomic_output
-
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=1))
