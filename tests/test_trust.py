@@ -81,7 +81,7 @@ def test_psf_check_never_warns_on_pure_noise_or_a_field_too_small():
     )
     assert result.verdict == "inconclusive" and "smaller than" in result.message()
     assert json.dumps(result.to_dict(), allow_nan=False)  # NaN written as null
-    # pixels coarser than the optics' Nyquist sampling (the demo's 325 nm with NA 0.75): the
+    # pixels coarser than the optics' Nyquist sampling (stardist's assumed 325 nm with NA 0.75): the
     # PSF's edge lies beyond what the pixel grid shows
     coarse = check_psf(pupil_psf(9, 325.0, 0.75, 460.0, 1.0)[0], (325.0, 325.0), 2)
     result = check_psf_against_data(noise.astype(float), (325.0, 325.0), coarse)
