@@ -13,6 +13,8 @@
 #        alone, last, if at all
 # pairs  2D training steps with pairs made by numpy on the host vs torch on the GPU
 #        (pair_backend), fast and paper presets
+# prior  continue the shipped 2D prior on the GPU for PRIOR_S seconds (default 420) at batch
+#        PRIOR_BATCH (default 16): $OUT/prior_gpu.pt + card (the CPU simulates the acquisitions)
 # collect  the sweep results into $OUT
 #
 # What is still owed (RESULTS.md): `bash benchmarks/gpu_session.sh chunk ort pairs` (the ort
@@ -93,6 +95,12 @@ print('session providers', s.get_providers())"
       timeout 300 python3 memory_large.py ../.gpucarry/m3d.onnx --shape 200 1024 1024 \
         --provider cuda --workdir /tmp -- --tile 128 --tile-z 32 --batch 4 \
         2>&1 | tee "$OUT/memory3d_gpu.log" ;;
+    prior)
+      nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/nvidia.txt"
+      python3 train_prior.py --device cuda --iterations 100000 --time-budget "${PRIOR_S:-420}" \
+        --batch-size "${PRIOR_BATCH:-16}" --lr 1e-4 --seed 5 --run /tmp/prior_gpu \
+        --start ../training/priors/prior2d_fast.pt --out "$OUT/prior_gpu.pt" \
+        2>&1 | tr "\r" "\n" | tail -n 25 | tee "$OUT/train_prior_gpu.log" ;;
     collect)
       cp /tmp/sweep/*.json "$OUT/" 2>/dev/null
       cat /tmp/sweep/*.log > "$OUT/sweep.log" 2>/dev/null

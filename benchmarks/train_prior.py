@@ -49,6 +49,14 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the preset's (4)")
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="seconds of training: the step time is measured and --iterations becomes the cap",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--start", type=Path, default=None, help="continue this prior file")
     parser.add_argument(
         "--structures",
@@ -58,12 +66,17 @@ def main() -> None:
     )
     args = parser.parse_args()
     overrides = {"lr": args.lr} if args.lr else {}
+    if args.batch_size:
+        overrides["batch_size"] = args.batch_size
+    if args.time_budget:
+        overrides["time_budget_s"] = args.time_budget
     cfg = preset(
         "fast",
         iterations=args.iterations,
         seed=args.seed,
         checkpoint_every=200,
         init="scratch",
+        device=args.device,
         **overrides,
     )
     dist = PriorDistribution()
