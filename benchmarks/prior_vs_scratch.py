@@ -11,7 +11,8 @@ finish, so a cut run keeps what it measured.
 
 Cases are ``structure:photons`` or ``structure:photons:edge`` (camera pixel chosen so the
 PSF's FWHM on the output grid is 5 % above the low end of the prior's range: a PSF at the edge
-of what the prior was trained on). ``membranes`` is a class the prior never saw.
+of what the prior was trained on). ``membranes`` is a class the prior never saw. Budget 0
+exports the starting weights untrained: the prior as shipped, without fine-tuning.
 """
 
 from __future__ import annotations
@@ -54,19 +55,12 @@ def make_case(case: str, seed: int) -> tuple[SimulationConfig, dict]:
 def fine_tune(noisy, psf, pixel_nm, init: str, budget: float, overrides: dict, workdir: Path):
     """Train with a time budget from ``init``, export, predict; the output and run facts."""
     noisy = np.asarray(noisy, np.float32)
-    cfg = preset(
-        "fast",
-        seed=1,
-        init=init,
-        iterations=20000,
-        time_budget_s=budget,
-        checkpoint_every=10**9,
-        **overrides,
-    )
+    schedule = dict(iterations=20000, time_budget_s=budget) if budget else dict(iterations=1)
+    cfg = preset("fast", seed=1, init=init, checkpoint_every=10**9, **schedule, **overrides)
     trainer = Trainer(cfg, [noisy], psf, pixel_nm, workdir)
-    model, seconds = train_export(trainer, workdir)
+    model, seconds = train_export(trainer, workdir, train=budget > 0)
     _, out = Predictor(model, PredictOptions(progress=False)).predict_array(noisy)
-    info = {"init": trainer.cfg.init, "iterations": trainer.cfg.iterations}
+    info = {"init": trainer.cfg.init, "iterations": trainer.cfg.iterations if budget else 0}
     return {"output": out, **info, "train_seconds": round(seconds, 1)}
 
 

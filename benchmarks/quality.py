@@ -47,11 +47,13 @@ def score(image, reference, cfg, beads):
     return result
 
 
-def train_export(trainer: Trainer, workdir: Path) -> tuple[Model, float]:
+def train_export(trainer: Trainer, workdir: Path, train: bool = True) -> tuple[Model, float]:
     """Train to the end (the training time is returned, in seconds), write the checkpoint,
-    export it to ONNX and load that file with the runtime, as a user's run would."""
+    export it to ONNX and load that file with the runtime, as a user's run would.
+    ``train=False`` exports the starting weights (the prior as shipped) untrained."""
     start = time.perf_counter()
-    trainer.train(progress=False)
+    if train:
+        trainer.train(progress=False)
     seconds = time.perf_counter() - start
     trainer.save_checkpoint()
     export_checkpoint(workdir, workdir / "model.onnx")
