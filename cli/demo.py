@@ -7,9 +7,10 @@ ONNX, prediction with the ONNX runtime, and a PNG: raw, denoised and deconvolved
 line profile across the nuclear envelopes of two neighbouring nuclei, fine structure that shows
 what deconvolution gains.
 The file carries no metadata. scikit-image documents its pixels: 65 nm, downsampled 4x to
-260 nm (:data:`OPTICS`). It names no objective, so the PSF is assumed: a widefield pupil PSF of
-NA 0.75 at 460 nm (Hoechst emission), FWHM 334 nm, about 1.3 camera pixels; the 4x downsampling
-smooths the data on that scale whatever the objective was. Both are written into the files.
+260 nm (:data:`OPTICS`). It names no objective, so the PSF is an assumption, not a
+measurement: a widefield pupil PSF of NA 0.75 at 460 nm (Hoechst emission), FWHM 334 nm, about
+1.3 camera pixels (``check-psf`` cannot test it: pixels this coarse make it inconclusive).
+Both are written into the files the demo makes.
 The stardist image the earlier demo used (:data:`STARDIST_OPTICS`) has no fine structure.
 """
 
