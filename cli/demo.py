@@ -11,7 +11,8 @@ The file carries no metadata. scikit-image documents its pixels: 65 nm, downsamp
 measurement: a widefield pupil PSF of NA 0.75 at 460 nm (Hoechst emission), FWHM 334 nm, about
 1.3 camera pixels (``check-psf`` cannot test it: pixels this coarse make it inconclusive).
 Both are written into the files the demo makes.
-The stardist image the earlier demo used (:data:`STARDIST_OPTICS`) has no fine structure.
+The stardist image the earlier demo used (``training.sample_data.STARDIST_OPTICS``) has little
+fine structure.
 """
 
 from __future__ import annotations
@@ -30,9 +31,6 @@ from .main import friendly_errors
 #: PSF assumed (see the module docstring)
 PLANE = 30
 OPTICS = {"na": 0.75, "wavelength_nm": 460.0, "pixel_nm": 260.0, "refractive_index": 1.0}
-#: Assumed optics of stardist's img2d.tif (no metadata; a 20x/0.75 air objective on 325 nm
-#: pixels), used by the real-image benchmarks
-STARDIST_OPTICS = {**OPTICS, "pixel_nm": 325.0}
 #: The crop shown (camera pixels) and the profile line in it, (x, y) from -> to: across the
 #: envelope of one nucleus, the dark gap, and the envelope of its neighbour
 CROP = (slice(32, 160), slice(72, 200))

@@ -7,6 +7,10 @@ from pathlib import Path
 
 from ..runtime.errors import InputError
 
+#: Assumed optics of stardist's img2d.tif (no metadata: a 20x/0.75 air objective, Hoechst
+#: emission, 325 nm pixels), used by the real-image benchmarks
+STARDIST_OPTICS = {"na": 0.75, "wavelength_nm": 460.0, "pixel_nm": 325.0, "refractive_index": 1.0}
+
 
 def stardist_nuclei() -> Path:
     """Path of stardist's ``img2d.tif`` (512x512 widefield nuclei, uint16, no pixel size).
