@@ -61,7 +61,7 @@ def main() -> None:
         default=None,
         help="seconds of training: the step time is measured and --iterations becomes the cap",
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--start", type=Path, default=None, help="continue this prior file")
     parser.add_argument(
         "--structures",
