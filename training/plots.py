@@ -109,7 +109,7 @@ def profile_figure(
         )
     axes[-1].set_xlabel("distance along the line (nm)")
     axes[-1].set_ylabel("intensity (scaled to the crop's range)")
-    axes[-1].set_title("profile along the yellow line")
+    axes[-1].set_title("profile along the orange line")
     axes[-1].legend(fontsize=8)
     with atomic_output(png_path) as tmp:
         fig.savefig(tmp, format="png", bbox_inches="tight", pad_inches=0.1)
