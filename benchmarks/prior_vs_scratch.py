@@ -118,10 +118,10 @@ def main() -> None:
                         args.ensemble,
                     )
                 s = score(run.pop("output"), images["reference"], sim, beads)
-                both = run.pop("ensemble_output", None)
+                ensembled = run.pop("ensemble_output", None)
                 report(case, f"{init} {budget:g} s", s, {"budget_s": budget, **run})
-                if both is not None:
-                    s = score(both, images["reference"], sim, beads)
+                if ensembled is not None:
+                    s = score(ensembled, images["reference"], sim, beads)
                     method = f"{init} {budget:g} s +ens"
                     report(case, method, s, {"budget_s": budget, **run, "ensemble": True})
 
