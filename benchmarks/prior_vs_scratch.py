@@ -13,6 +13,8 @@ Cases are ``structure:photons`` or ``structure:photons:edge`` (camera pixel chos
 PSF's FWHM on the output grid is 5 % above the low end of the prior's range: a PSF at the edge
 of what the prior was trained on). ``membranes`` is a class the prior never saw. Budget 0
 exports the starting weights untrained: the prior as shipped, without fine-tuning.
+``--iterations N`` trains a fixed iteration count instead (for example what a budget bought on
+another CPU kind, so a faster CPU can stand in for a slower one's budget).
 ``--ensemble`` scores each trained model a second time with ``predict --ensemble`` (the mean
 over the 8 orientations: eight times the inference, no more training).
 """
@@ -55,17 +57,28 @@ def make_case(case: str, seed: int) -> tuple[SimulationConfig, dict]:
 
 
 def fine_tune(
-    noisy, psf, pixel_nm, init: str, budget: float, overrides: dict, workdir: Path, ensemble=False
+    noisy,
+    psf,
+    pixel_nm,
+    init: str,
+    budget: float,
+    overrides: dict,
+    workdir: Path,
+    ensemble=False,
+    iterations: int | None = None,
 ):
-    """Train with a time budget from ``init``, export, predict; the output (and with
-    ``ensemble`` the 8-orientation output) and run facts."""
+    """Train with a time budget (or a fixed number of ``iterations``) from ``init``, export,
+    predict; the output (and with ``ensemble`` the 8-orientation output) and run facts."""
     noisy = np.asarray(noisy, np.float32)
     schedule = dict(iterations=20000, time_budget_s=budget) if budget else dict(iterations=1)
+    if iterations:
+        schedule = dict(iterations=iterations)
     cfg = preset("fast", seed=1, init=init, checkpoint_every=10**9, **schedule, **overrides)
     trainer = Trainer(cfg, [noisy], psf, pixel_nm, workdir)
-    model, seconds = train_export(trainer, workdir, train=budget > 0)
+    trained = bool(budget or iterations)
+    model, seconds = train_export(trainer, workdir, train=trained)
     _, out = Predictor(model, PredictOptions(progress=False)).predict_array(noisy)
-    info = {"init": trainer.cfg.init, "iterations": trainer.cfg.iterations if budget else 0}
+    info = {"init": trainer.cfg.init, "iterations": trainer.cfg.iterations if trained else 0}
     if ensemble:
         options = PredictOptions(progress=False, ensemble=True)
         info["ensemble_output"] = Predictor(model, options).predict_array(noisy)[1]
@@ -76,6 +89,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="*", default=CASES + GENERALISATION)
     parser.add_argument("--budgets", nargs="*", type=float, default=[60, 180, 600])
+    parser.add_argument(
+        "--iterations",
+        nargs="*",
+        type=int,
+        default=[],
+        help="also train these fixed iteration counts (what a budget bought on another CPU)",
+    )
     parser.add_argument("--inits", nargs="*", default=["scratch", "prior"])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], help="config override FIELD=VALUE")
@@ -104,7 +124,9 @@ def main() -> None:
             width = fwhm_px(sr_psf(psf, sim.pixel_nm, preset("fast")).data)
             info = {**info, "pixel_nm": round(sim.pixel_nm, 1), "psf_fwhm_sr_px": round(width, 2)}
             report(case, method, s, info)
-        for budget in args.budgets:
+        schedules = [(b, None, f"{b:g} s") for b in args.budgets]
+        schedules += [(0, n, f"{n} it.") for n in args.iterations]
+        for budget, iterations, label in schedules:
             for init in args.inits:
                 with tempfile.TemporaryDirectory() as tmp:
                     run = fine_tune(
@@ -116,13 +138,14 @@ def main() -> None:
                         overrides,
                         Path(tmp),
                         args.ensemble,
+                        iterations,
                     )
                 s = score(run.pop("output"), images["reference"], sim, beads)
                 ensembled = run.pop("ensemble_output", None)
-                report(case, f"{init} {budget:g} s", s, {"budget_s": budget, **run})
+                report(case, f"{init} {label}", s, {"budget_s": budget, **run})
                 if ensembled is not None:
                     s = score(ensembled, images["reference"], sim, beads)
-                    method = f"{init} {budget:g} s +ens"
+                    method = f"{init} {label} +ens"
                     report(case, method, s, {"budget_s": budget, **run, "ensemble": True})
 
 
