@@ -7,7 +7,7 @@ The fast preset's network and loss, trained zero-shot on simulated acquisitions 
 :class:`zsdeconvnet.training.prior_data.PriorDistribution` (no ground truth). Resumes from
 ``--run`` when a checkpoint is there; ``--start PRIOR`` continues an earlier prior (its card is
 kept in the new one as ``started_from``). Writes the weights file and a Markdown model card
-beside it. The shipped prior is four runs:
+beside it. The shipped prior is five runs:
 
     python benchmarks/train_prior.py --iterations 2000 --run /tmp/p1 --out /tmp/p1.pt \
         --structures filaments puncta mixed beads nuclei
@@ -16,8 +16,11 @@ beside it. The shipped prior is four runs:
     python benchmarks/train_prior.py --iterations 2400 --lr 1e-4 --seed 3 --run /tmp/p3 \
         --start /tmp/p2.pt --out /tmp/p3.pt
     python benchmarks/train_prior.py --iterations 1793 --lr 1e-4 --seed 4 --run /tmp/p4 \
-        --start /tmp/p3.pt --out training/priors/prior2d_fast.pt \
+        --start /tmp/p3.pt --out /tmp/p4.pt \
         --structures filaments puncta mixed beads nuclei empty empty
+    python benchmarks/train_prior.py --iterations 14285 --lr 1e-4 --seed 5 --run /tmp/p5 \
+        --start /tmp/p4.pt --out training/priors/prior2d_fast.pt \
+        --structures filaments puncta mixed beads nuclei empty empty empty
 
 ``--time-budget S`` fixes the iteration count from the measured step time instead (with
 ``--device cuda`` and ``--batch-size``: ``benchmarks/gpu_session.sh prior`` on a lent GPU).

@@ -123,29 +123,38 @@ def test_prior_batches_come_from_distinct_acquisitions_and_the_pool_rolls():
     json.dumps(sampler.drawn)  # what the model card counts is plain data
 
 
-def _texture_after(init: str, raw: np.ndarray, psf, iterations: int) -> float:
-    """Blank texture of the network's output over the image's blank background after a run
-    of the fast preset (batch 4 of 128 px patches, as `train` runs it)."""
+def _texture_after(
+    init: str, raw: np.ndarray, psf, iterations: int, run_dir, whole: bool = False
+) -> float:
+    """Blank texture of the deconvolved output over the image's blank background (``whole``:
+    over the whole image, for pure noise) after a run of the fast preset, exported and
+    restored by the runtime as ``benchmarks/prior_real_images.py`` measures it (whole-frame
+    normalisation, reflect padding: a bare forward pass adds zero-padded borders that dominate
+    the measure)."""
+    from zsdeconvnet.export.checkpoint import export_checkpoint
     from zsdeconvnet.physics.metrics import blank_mask, blank_texture
+    from zsdeconvnet.runtime.model import Model
+    from zsdeconvnet.runtime.predict import PredictOptions, Predictor
 
     cfg = preset("fast", init=init, iterations=iterations, threads=2, seed=1)
-    t = Trainer(cfg, [raw], psf, 325.0, None)
+    t = Trainer(cfg, [raw], psf, 325.0, run_dir)
     t.train(progress=False)
-    lo, hi = t.sampler.ranges[0]
-    x = torch.from_numpy(((raw - lo) / (hi - lo)).astype(np.float32))[None, None]
-    with torch.no_grad():
-        _, dec = t.model.eval()(x)
-    output = dec[0, 0].numpy() * (hi - lo) + lo
-    return blank_texture(output, raw, blank_mask(raw))
+    t.save_checkpoint()
+    export_checkpoint(run_dir, run_dir / "model.onnx")
+    model = Model(run_dir / "model.onnx", provider="cpu")
+    _, output = Predictor(model, PredictOptions(progress=False)).predict_array(raw)
+    mask = np.ones(raw.shape, bool) if whole else blank_mask(raw)
+    return blank_texture(output, raw, mask)
 
 
 @pytest.mark.slow
-def test_the_prior_paints_no_structure_into_the_blank_background_of_a_real_image():
+def test_the_prior_paints_no_structure_into_the_blank_background_of_a_real_image(tmp_path):
     """stardist's nuclei (whole frame) with its assumed optics (NA 0.75, 325 nm pixels), 35
     iterations each (what 60 s buys on 2 AVX2 cores): over blank background the fine-tuned
     prior's output varies no more than the scratch output. After only 1-15 iterations it does
-    (scratch's output is still flat then), and on a pure-noise image it does at 60 s too:
-    benchmarks/RESULTS.md, "Pretrained prior", reports both; neither is pinned here."""
+    (scratch's output is still flat then), and so it does after 60 s on a CPU with native bf16
+    (about 290 iterations, scratch's then flatter) and on pure noise (the test below):
+    benchmarks/RESULTS.md, "Pretrained prior", reports them."""
     import tifffile
     from zsdeconvnet.physics.optics import make_psf
     from zsdeconvnet.training.sample_data import stardist_nuclei
@@ -155,6 +164,29 @@ def test_the_prior_paints_no_structure_into_the_blank_background_of_a_real_image
     except InputError:
         pytest.skip("stardist's image is not installed (make installs it)")
     psf = check_psf(make_psf("pupil", 9, 325, 0.75, 460, 1.0)[0], (325.0, 325.0), 2)
-    prior = _texture_after("prior", raw, psf, 35)
-    scratch = _texture_after("scratch", raw, psf, 35)
+    prior = _texture_after("prior", raw, psf, 35, tmp_path / "prior")
+    scratch = _texture_after("scratch", raw, psf, 35, tmp_path / "scratch")
+    assert prior <= scratch, (prior, scratch)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap of the priors issue: on pure noise the fine-tuned prior keeps more grain "
+    "than scratch at the same budget (benchmarks/RESULTS.md, 'blank texture')",
+)
+def test_the_prior_paints_no_structure_into_pure_noise(tmp_path):
+    """A pure-noise image (camera offset 100, Poisson background of 10 photons, read noise 1.5
+    e-; the stardist optics), 35 iterations each (what 60 s buys on 2 AVX2 cores): the
+    fine-tuned prior's output should vary no more than the scratch output
+    (``benchmarks/prior_real_images.py``, "pure noise"). Not yet so: strict, so a prior that
+    closes the gap turns this into a failure to be promoted to a plain test."""
+    from zsdeconvnet.physics.optics import make_psf
+
+    rng = np.random.default_rng(1)
+    noise = rng.poisson(10.0, (256, 256)) + rng.normal(0, 1.5, (256, 256)) + 100
+    raw = np.round(noise).astype(np.float32)
+    psf = check_psf(make_psf("pupil", 9, 325, 0.75, 460, 1.0)[0], (325.0, 325.0), 2)
+    prior = _texture_after("prior", raw, psf, 35, tmp_path / "prior", whole=True)
+    scratch = _texture_after("scratch", raw, psf, 35, tmp_path / "scratch", whole=True)
     assert prior <= scratch, (prior, scratch)
