@@ -86,7 +86,10 @@ class ModelMetadata:
         The context measured at export (``runtime.reach``) that keeps every output within
         ``tolerance`` of the output range of an untiled pass: ``halo`` per axis (input px, at
         most ``halo``), ``tolerance``, ``margin``, ``max_difference``, ``probe_tile``,
-        ``images``. ``None`` (older models): prediction uses the exact ``halo``.
+        ``images``; and, where the graph can be cut in two (``runtime.stages``),
+        ``stage_halo`` (the context each stage needs on its own when restored stage by stage,
+        ``runtime.staged``) and ``stage_max_difference``. ``None`` (older models): prediction
+        uses the exact ``halo``.
     quality : dict or None
         The quality report measured at export on the training image (``physics.quality``):
         ``summary`` (one line), ``warnings`` (list of lines), the numbers, and the PSF check's
@@ -159,6 +162,16 @@ class ModelMetadata:
             raise InputError(
                 f"effective_halo must hold {self.ndim} integers between 0 and the halo "
                 f"{self.halo}, got {halo!r}; the file is corrupt (re-export the model)"
+            )
+        stage = record.get("stage_halo")
+        if stage is not None and (
+            not isinstance(stage, list)
+            or len(stage) != self.ndim
+            or any(not isinstance(h, int) or not 0 < h <= e for h, e in zip(stage, self.halo))
+        ):
+            raise InputError(
+                f"effective_halo's stage_halo must hold {self.ndim} integers between 1 and the "
+                f"halo {self.halo}, got {stage!r}; the file is corrupt (re-export the model)"
             )
 
     # -- (de)serialisation -------------------------------------------------------------------
@@ -236,6 +249,12 @@ class ModelMetadata:
                 f"largest difference {record.get('max_difference')} of the output range, "
                 f"contract {record.get('tolerance')})"
             )
+            if record.get("stage_halo"):
+                lines.append(
+                    f"stage halo     : {'x'.join(map(str, record['stage_halo']))} px per stage "
+                    f"(restored stage by stage; largest difference "
+                    f"{record.get('stage_max_difference')})"
+                )
         if self.quality is not None:
             lines.append(f"quality        : {self.quality['summary']}")
             lines += [f"  warning      : {w}" for w in self.quality["warnings"]]

@@ -20,6 +20,7 @@ import onnxruntime as ort
 from .errors import InputError, describe
 from .metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from .selfcheck import int8_kernels, run_self_check
+from .stages import split_stages
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,29 @@ def is_fp16(metadata: ModelMetadata) -> bool:
     return str(quantization.get("type", "")).startswith("fp16")
 
 
+class Stage:
+    """One stage of a model (``runtime.stages``) as a session: one input, one output."""
+
+    def __init__(self, session, input_name: str, output_name: str):
+        self.session, self.input_name, self.output_name = session, input_name, output_name
+        self.cpu = session.get_providers()[0] == "CPUExecutionProvider"
+
+    def run(self, batch: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Run a batch ``[N, 1, *spatial]`` (float32, C-contiguous); the CPU provider writes
+        into ``out`` directly when it is given."""
+        if out is None:
+            return self.session.run([self.output_name], {self.input_name: batch})[0]
+        if not self.cpu:
+            out[...] = self.session.run([self.output_name], {self.input_name: batch})[0]
+            return out
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_name, batch)
+        shape = list(out.shape)
+        binding.bind_output(self.output_name, "cpu", 0, np.float32, shape, out.ctypes.data)
+        self.session.run_with_iobinding(binding)
+        return out
+
+
 class Model:
     """A zsdeconvnet ONNX model ready to run.
 
@@ -184,11 +208,15 @@ class Model:
             options.intra_op_num_threads = int(threads)
         self.session = self._session(model_bytes, options, provider_options(providers, False))
         self.metadata = self._read_metadata()
+        chain = provider_options(providers, False)
         if providers[0] == "TensorrtExecutionProvider" and is_fp16(self.metadata):
             # the fp16 flag depends on the metadata, which only a session can read: a
             # second session, with fp16 kernels allowed (start-up cost not measured here)
             chain = provider_options(providers, True)
             self.session = self._session(model_bytes, options, chain)
+        # kept for the stage sessions, made on first use (stages())
+        self._bytes, self._options, self._chain = model_bytes, options, chain
+        self._stages: tuple | None | bool = False
         self._check_signature()
         self.active_provider = self.session.get_providers()[0]
         if self.active_provider != providers[0]:
@@ -282,6 +310,40 @@ class Model:
             return self._run_bound(batch)
         denoised, deconvolved = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
         return denoised, deconvolved
+
+    def stages(self) -> tuple[Stage, Stage] | None:
+        """Stage 1 (``input`` -> ``denoised``) and stage 2 (``denoised`` -> ``deconvolved``) as
+        sessions of their own (``runtime.stages``), made on the first call; ``None`` when the
+        graph cannot be cut or the two stages together do not reproduce the whole model on a
+        check tile (then the whole model runs, as for older models)."""
+        if self._stages is False:
+            self._stages = None
+            cut = split_stages(self._bytes)
+            if cut is not None:
+                stage1, stage2 = (
+                    Stage(self._session(b, self._options, self._chain), name, out)
+                    for b, name, out in zip(cut, (INPUT_NAME, OUTPUT_NAMES[0]), OUTPUT_NAMES)
+                )
+                if self._stages_agree(stage1, stage2):
+                    self._stages = stage1, stage2
+        return self._stages
+
+    def _stages_agree(self, stage1: Stage, stage2: Stage) -> bool:
+        """Whether stage 2 after stage 1 gives the whole model's outputs on a noise tile of
+        four size multiples per axis (to 1e-6 of their range: the same operations)."""
+        shape = (1, 1, *(4 * m for m in self.metadata.size_multiple))
+        tile = np.random.default_rng(0).uniform(0.0, 1.0, shape).astype(np.float32)
+        whole = self.run(tile)
+        den = stage1.run(tile)
+        staged = den, stage2.run(den)
+        worst = max(float(np.abs(a - b).max() / (np.ptp(a) or 1.0)) for a, b in zip(whole, staged))
+        if worst > 1e-6:
+            log.warning(
+                "the model's two stages, run one after the other, differ from the whole model "
+                "by %.2g of the output range; tiles run the whole model",
+                worst,
+            )
+        return worst <= 1e-6
 
     def _run_bound(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         binding = self.session.io_binding()

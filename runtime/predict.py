@@ -197,11 +197,18 @@ class Predictor:
         included): fewer planes first, then smaller y-x tiles, so a deep stack does not ask for
         a whole-depth tile that no memory holds.
         """
+        multiple = self.model.metadata.size_multiple
+        return plan_tiles(shape, self.tile_for(shape, tile), self.halo, multiple)
+
+    def tile_for(
+        self, shape: Sequence[int], tile: Sequence[int | None] | None = None
+    ) -> list[int | None]:
+        """The tile size per axis that :meth:`plan` uses for a frame of spatial ``shape``."""
         tile = list(tile or self.tile)
+        if self.ndim != 3 or self.options.tile_z is not None:
+            return tile
         multiple = self.model.metadata.size_multiple
         plan = plan_tiles(shape, tile, self.halo, multiple)
-        if self.ndim != 3 or self.options.tile_z is not None:
-            return plan
         while math.prod(plan.tile_shape) > MAX_AUTO_TILE_VOXELS:
             depth = tile[0] or shape[0]
             if depth > MIN_AUTO_TILE_Z:
@@ -211,7 +218,21 @@ class Predictor:
             else:
                 break
             plan = plan_tiles(shape, tile, self.halo, multiple)
-        return plan
+        return tile
+
+    @property
+    def stage_reach(self) -> tuple[int, ...] | None:
+        """The context per stage when in-memory frames are restored stage by stage
+        (``runtime.staged``): the model's measured ``stage_halo`` where the overlap is the
+        effective one (the default) on every axis; ``None`` otherwise (one pass)."""
+        meta = self.model.metadata
+        reach = (meta.effective_halo or {}).get("stage_halo")
+        options = self.options
+        if reach is None or options.overlap not in (None, "effective"):
+            return None
+        if meta.ndim == 3 and options.overlap_z not in (None, "effective"):
+            return None
+        return tuple(reach)
 
     def restore_frame(
         self,

@@ -8,7 +8,10 @@ the training image and on a noise image, the smallest context for which *every* 
 a tiled pass stays within ``TOLERANCE`` of the untiled pass's output range, keeping a safety
 ``MARGIN``: a candidate is accepted only when the largest difference measured is at most
 ``TOLERANCE / MARGIN``. Why measured and not derived: the decay of a U-Net's dependence on far
-context depends on its weights, not only its architecture. Arrays are ``YX`` or ``ZYX``.
+context depends on its weights, not only its architecture. The same search, run stage by stage
+(``runtime.staged``: each stage's tiles with their own context), gives ``stage_halo``, the
+context each stage needs on its own when in-memory frames are restored stage by stage. Arrays
+are ``YX`` or ``ZYX``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from .model import Model
+from .normalize import frame_range
 from .predict import PredictOptions, Predictor
+from .staged import staged_runner
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,46 @@ def ladder(exact: Sequence[int], multiple: Sequence[int], steps: int = LADDER_ST
     return rungs
 
 
+def stage_ladder(exact: Sequence[int], multiple: Sequence[int], steps: int = LADDER_STEPS):
+    """Candidate contexts per stage, smallest first: at step k each axis takes the smallest
+    multiple of its size multiple of at least k/steps of its exact halo, at most the exact halo
+    (``runtime.staged`` puts every tile on the pooling grid itself). The last is the exact
+    halo: each stage's receptive field lies inside the whole model's."""
+    rungs = []
+    for k in range(1, steps + 1):
+        rung = [min(int(e), -(-e * k // (steps * m)) * m) for e, m in zip(exact, multiple)]
+        if not rungs or rung != rungs[-1]:
+            rungs.append(rung)
+    return rungs
+
+
+def staged_pass(model: Model, image: np.ndarray, reach, tile) -> tuple[np.ndarray, np.ndarray]:
+    """Restore ``image`` stage by stage with ``reach`` px of context per stage and stage-2
+    tiles of ``tile`` (per axis; ``None``: one tile)."""
+    meta = model.metadata
+    image = np.asarray(image, np.float32)
+    lo, hi = frame_range(image, meta.normalization, "the probe image")
+    den = np.empty(image.shape, np.float32)
+    dec = np.empty(tuple(n * f for n, f in zip(image.shape, meta.output_scale)), np.float32)
+    staged_runner(model.stages(), image.shape, tile, reach, meta).run(image, lo, hi, den, dec)
+    return den, dec
+
+
+def _search(rungs: list, worst_at) -> tuple[list, float]:
+    """The first rung whose difference is at most the limit (``worst_at`` returns the
+    difference, or None above the limit), by bisection: more context never moves the output
+    further from the untiled pass, and the last rung passes by construction."""
+    lo, hi, worst = 0, len(rungs) - 1, 0.0
+    while lo < hi:
+        mid = (lo + hi) // 2
+        found = worst_at(rungs[mid])
+        if found is not None:
+            hi, worst = mid, found
+        else:
+            lo = mid + 1
+    return rungs[hi], worst
+
+
 def probe_images(crop: np.ndarray, seed: int = 0) -> list[np.ndarray]:
     """The measurement images: the training crop and uniform noise of the same shape
     (noise has the most high-frequency content a tile seam could disturb)."""
@@ -104,7 +149,8 @@ def measure_effective_halo(
     dict
         ``halo`` (per axis, input px), ``tolerance``, ``margin``, ``max_difference`` (the
         largest measured at that halo, fraction of range), ``probe_tile`` and ``images``
-        (their shapes): the record written into the metadata as ``effective_halo``.
+        (their shapes), and for models whose graph can be cut in two, ``stage_halo`` and
+        ``stage_max_difference``: the record written into the metadata as ``effective_halo``.
     """
     meta = model.metadata
     ndim = meta.ndim
@@ -116,22 +162,16 @@ def measure_effective_halo(
         int(max(m, min(t, n // 2) // m * m)) for t, n, m in zip(tile, smallest, meta.size_multiple)
     ]
     untiled = [_predictor(model, meta.halo, None).predict_array(im) for im in images]
-    rungs = ladder(meta.halo, meta.size_multiple)
-    # binary search (more context never moves the output further from the untiled pass);
-    # the last rung, the exact halo, passes by construction (difference 0)
-    lo, hi, worst = 0, len(rungs) - 1, 0.0
-    while lo < hi:
-        mid = (lo + hi) // 2
-        predictor = _predictor(model, rungs[mid], tile)
+
+    def one_pass(rung):
+        predictor = _predictor(model, rung, tile)
         found = max(
             max(differences(predictor.predict_array(im), ref).values())
             for im, ref in zip(images, untiled)
         )
-        if found <= limit:
-            hi, worst = mid, found
-        else:
-            lo = mid + 1
-    halo = rungs[hi]
+        return found if found <= limit else None
+
+    halo, worst = _search(ladder(meta.halo, meta.size_multiple), one_pass)
     record = {
         "halo": [int(h) for h in halo],
         "tolerance": tolerance,
@@ -140,6 +180,18 @@ def measure_effective_halo(
         "probe_tile": tile,
         "images": [list(im.shape) for im in images],
     }
+    if model.stages() is not None:
+
+        def two_pass(rung):
+            found = max(
+                max(differences(staged_pass(model, im, rung, tile), ref).values())
+                for im, ref in zip(images, untiled)
+            )
+            return found if found <= limit else None
+
+        stage, stage_worst = _search(stage_ladder(meta.halo, meta.size_multiple), two_pass)
+        record["stage_halo"] = [int(h) for h in stage]
+        record["stage_max_difference"] = float(f"{stage_worst:.3g}")
     log.info(
         "effective halo %s px (exact %s): largest difference %.2g of the output range",
         "x".join(map(str, record["halo"])),
@@ -150,9 +202,13 @@ def measure_effective_halo(
 
 
 def halo_note(path: str | os.PathLike) -> str:
-    """``effective halo 85x85 px (exact 117x117)`` for the model at ``path``: for the CLI."""
+    """``effective halo 85x85 px, 48x48 per stage (exact 117x117)`` for the model at ``path``:
+    for the CLI."""
     meta = Model(path, provider="cpu", self_check=False).metadata
     exact = "x".join(map(str, meta.halo))
-    if meta.effective_halo is None:
+    record = meta.effective_halo
+    if record is None:
         return f"halo {exact} px (exact)"
-    return f"effective halo {'x'.join(map(str, meta.effective_halo['halo']))} px (exact {exact})"
+    stage = record.get("stage_halo")
+    per_stage = f", {'x'.join(map(str, stage))} per stage" if stage else ""
+    return f"effective halo {'x'.join(map(str, record['halo']))} px{per_stage} (exact {exact})"

@@ -12,7 +12,10 @@ For programs that produce frames (acquisition software, a live viewer, a pipelin
 What it does is what ``zsdeconvnet predict`` does to one frame: whole-frame normalisation
 (the model's percentiles), tiles of the model's size multiple with the effective halo (exact
 for older models), stitched by centre crop; the outputs equal ``predict``'s for the same frame
-and options (``tests/test_restorer.py``). Frames of one shape reuse every buffer: after the
+and options (``tests/test_restorer.py``). Models whose export measured each stage's reach
+(``stage_halo``) are restored stage by stage (``runtime.staged``: stage 1 over the frame, then
+stage 2 over its output, each tile with its own stage's context), unless an overlap other
+than the effective one is asked for. Frames of one shape reuse every buffer: after the
 first, a frame allocates no new frame-sized array (outputs included, when ``out=`` is given),
 so a stream does not churn memory. ``restore`` may be called from any thread: one call runs at
 a time per :class:`Restorer` (a lock), so a worker thread can restore while the caller keeps
@@ -32,7 +35,8 @@ from .metadata import ModelMetadata
 from .model import Model
 from .normalize import MAX_PERCENTILE_SAMPLES
 from .predict import PredictOptions, Predictor
-from .tiling import DEFAULT_TILE, TilePlan, _axis_indices
+from .staged import staged_runner
+from .tiling import DEFAULT_TILE, TilePlan, TileReader
 
 #: Version of this API (the class names, ``restore``'s signature and ``Restoration``'s fields):
 #: raised when any of them changes incompatibly
@@ -187,19 +191,21 @@ class Restorer:
         """Plan tiles and allocate every buffer for frames of ``shape`` (once per shape)."""
         if shape == self._shape:
             return
-        plan: TilePlan = self.predictor.plan(shape)
         batch = self.predictor.options.batch
         mode = self.predictor.options.pad_mode
-        self._plan = plan
         self._frame = np.empty(shape, np.float32)  # the frame as float32
         self._scratch = np.empty(int(np.prod(shape)), np.float32)  # percentiles, in place
-        self._indices = [
-            [_axis_indices(s, n, size, mode) for s, n, size in zip(t.start, plan.tile_shape, shape)]
-            for t in plan.tiles
-        ]
-        self._rows = np.empty((plan.tile_shape[0], *shape[1:]), np.float32)
-        if len(shape) == 3:
-            self._rows2 = np.empty((plan.tile_shape[0], plan.tile_shape[1], shape[2]), np.float32)
+        reach = self.predictor.stage_reach
+        stages = self.model.stages() if reach is not None else None
+        self._staged = None
+        if stages is not None:
+            tile = self.predictor.tile_for(shape)
+            self._staged = staged_runner(stages, shape, tile, reach, self.metadata, batch, mode)
+            self._shape = shape
+            return
+        plan: TilePlan = self.predictor.plan(shape)
+        self._plan = plan
+        self._reader = TileReader(shape, [t.start for t in plan.tiles], plan.tile_shape, mode)
         self._batch = np.empty((batch, 1, *plan.tile_shape), np.float32)
         scaled = tuple(n * f for n, f in zip(plan.tile_shape, self.metadata.output_scale))
         self._outputs = (
@@ -234,17 +240,10 @@ class Restorer:
             )
         return lo, hi
 
-    def _read_tile(self, k: int, into: np.ndarray) -> None:
-        """Tile ``k`` of the plan (padding by index, as :func:`tiling.read_tile`) into ``into``."""
-        index = self._indices[k]
-        np.take(self._frame, index[0], axis=0, out=self._rows, mode="clip")
-        if len(index) == 2:
-            np.take(self._rows, index[1], axis=1, out=into, mode="clip")
-        else:
-            np.take(self._rows, index[1], axis=1, out=self._rows2, mode="clip")
-            np.take(self._rows2, index[2], axis=2, out=into, mode="clip")
-
     def _run(self, lo: float, hi: float, den: np.ndarray, dec: np.ndarray) -> None:
+        if self._staged is not None:
+            self._staged.run(self._frame, lo, hi, den, dec)
+            return
         plan, batch = self._plan, self._batch
         scale, ones = self.metadata.output_scale, (1,) * len(plan.tile_shape)
         span, low = np.float32(hi - lo), np.float32(lo)
@@ -253,7 +252,7 @@ class Restorer:
             n = len(group)
             for k in range(n):
                 tile = batch[k, 0]
-                self._read_tile(first + k, tile)
+                self._reader.read(self._frame, first + k, tile)
                 tile -= lo  # normalise in place, the same float32 operations as normalize()
                 tile /= hi - lo
             out_den, out_dec = self.model.run(

@@ -76,13 +76,15 @@ def _round_up(value: int, multiple: int) -> int:
     return int(math.ceil(value / multiple) * multiple)
 
 
-def _plan_axis(size: int, tile: int | None, halo: int, multiple: int) -> tuple[int, list[int]]:
+def _plan_axis(
+    size: int, tile: int | None, halo: int, multiple: int, lead: int
+) -> tuple[int, list[int]]:
     """Return (tile length, inner starts) for one axis; ``tile`` is the inner (kept) size."""
-    whole = _round_up(size + 2 * halo, multiple)
+    whole = _round_up(size + lead + halo, multiple)
     if tile is None:
         return whole, [0]
     inner = max(multiple, tile // multiple * multiple)
-    length = _round_up(inner + 2 * halo, multiple)
+    length = _round_up(inner + lead + halo, multiple)
     if length >= whole or inner >= size:
         return whole, [0]
     return length, list(range(0, size, inner))
@@ -93,6 +95,7 @@ def plan_tiles(
     tile_shape: Sequence[int | None],
     halo: Sequence[int],
     size_multiple: Sequence[int],
+    lead: Sequence[int] | None = None,
 ) -> TilePlan:
     """Cut an image into tiles.
 
@@ -109,6 +112,10 @@ def plan_tiles(
         Context kept around each tile's inner region, per axis (the receptive-field radius).
     size_multiple : sequence of int
         Network size multiple per axis.
+    lead : sequence of int, optional
+        Context before each tile's inner region, per axis, when it differs from the context
+        after it (``halo``, then at least): tiles start at ``inner start - lead``, so ``lead``
+        sets the tiles' alignment to the pooling grid (``runtime.staged``). Default ``halo``.
 
     Returns
     -------
@@ -117,9 +124,10 @@ def plan_tiles(
     image_shape = tuple(int(s) for s in image_shape)
     if any(s < 1 for s in image_shape):
         raise InputError(f"image of shape {image_shape} is empty")
+    lead = tuple(int(v) for v in (halo if lead is None else lead))
     lengths, starts = [], []
-    for size, tile, h, m in zip(image_shape, tile_shape, halo, size_multiple):
-        length, axis_starts = _plan_axis(size, tile, int(h), int(m))
+    for size, tile, h, m, b in zip(image_shape, tile_shape, halo, size_multiple, lead):
+        length, axis_starts = _plan_axis(size, tile, int(h), int(m), b)
         lengths.append(length)
         starts.append(axis_starts)
     inners = []
@@ -128,9 +136,9 @@ def plan_tiles(
         inners.append([(s, min(s + step, size)) for s in axis_starts])
     tiles = []
     for combo in itertools.product(*inners):
-        start = tuple(lo - h for (lo, _), h in zip(combo, halo))
+        start = tuple(lo - b for (lo, _), b in zip(combo, lead))
         inner = tuple(slice(lo, hi) for lo, hi in combo)
-        crop = tuple(slice(h, h + hi - lo) for (lo, hi), h in zip(combo, halo))
+        crop = tuple(slice(b, b + hi - lo) for (lo, hi), b in zip(combo, lead))
         tiles.append(Tile(start=start, inner=inner, crop=crop))
     return TilePlan(image_shape, tuple(lengths), tuple(int(h) for h in halo), tuple(tiles))
 
@@ -160,3 +168,40 @@ def read_tile(
     block = np.asarray(image[box], dtype=np.float32)
     local = [i - b.start for i, b in zip(index, box)]
     return block[np.ix_(*local)]
+
+
+class TileReader:
+    """Reads the padded tiles of one plan from float32 frames of one shape into given arrays,
+    allocating nothing per tile (for streams of frames: ``runtime.restorer``).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The frames' spatial shape.
+    starts : sequence of tuple of int
+        Each tile's first pixel in frame coordinates (negative or past the end: padding).
+    tile_shape : tuple of int
+        The tiles' shape.
+    mode : str
+        ``reflect`` or ``edge`` padding, as :func:`read_tile`.
+    """
+
+    def __init__(self, shape, starts, tile_shape, mode: str):
+        self.indices = [
+            [_axis_indices(s, n, size, mode) for s, n, size in zip(start, tile_shape, shape)]
+            for start in starts
+        ]
+        self._rows = np.empty((tile_shape[0], *shape[1:]), np.float32)
+        self._rows2 = None
+        if len(shape) == 3:
+            self._rows2 = np.empty((tile_shape[0], tile_shape[1], shape[2]), np.float32)
+
+    def read(self, frame: np.ndarray, k: int, into: np.ndarray) -> None:
+        """Tile ``k`` of ``frame`` into ``into`` (the same values as :func:`read_tile`)."""
+        index = self.indices[k]
+        np.take(frame, index[0], axis=0, out=self._rows, mode="clip")
+        if len(index) == 2:
+            np.take(self._rows, index[1], axis=1, out=into, mode="clip")
+        else:
+            np.take(self._rows, index[1], axis=1, out=self._rows2, mode="clip")
+            np.take(self._rows2, index[2], axis=2, out=into, mode="clip")

@@ -16,6 +16,8 @@ from zsdeconvnet.runtime.metadata import ModelMetadata
 
 #: A halo that covers the tiny networks' receptive field (measured in test_tiling).
 HALO = 10
+#: The same for the two-stage tiny networks (two tiny networks one after the other)
+STAGED_HALO = 2 * HALO
 
 
 class Tiny2D(nn.Module):
@@ -54,6 +56,19 @@ class Tiny3D(nn.Module):
         return self.den(f) + x, self.dec(up)
 
 
+class TinyStaged(nn.Module):
+    """Two stages like ZS-DeconvNet's: ``denoised = first(x)``, ``deconvolved = second(denoised)``
+    on the 2x grid, so the graph can be cut in two (``runtime.stages``)."""
+
+    def __init__(self, ndim: int = 2):
+        super().__init__()
+        self.first, self.second = (Tiny2D(), Tiny2D()) if ndim == 2 else (Tiny3D(), Tiny3D())
+
+    def forward(self, x):
+        denoised = self.first(x)[0]
+        return denoised, self.second(denoised)[1]
+
+
 def tiny_metadata(ndim: int, **overrides) -> ModelMetadata:
     fields = dict(
         ndim=ndim,
@@ -70,10 +85,15 @@ def tiny_metadata(ndim: int, **overrides) -> ModelMetadata:
     return ModelMetadata(**fields)
 
 
-def build_tiny(path: Path, ndim: int = 2, seed: int = 0, **overrides) -> Path:
-    """Export a random-weight tiny network with full metadata to ``path``."""
+def build_tiny(path: Path, ndim: int = 2, seed: int = 0, staged: bool = False, **overrides) -> Path:
+    """Export a random-weight tiny network with full metadata to ``path`` (``staged``: the
+    two-stage one, with ``STAGED_HALO``)."""
     torch.manual_seed(seed)
-    module = Tiny2D() if ndim == 2 else Tiny3D()
+    if staged:
+        module = TinyStaged(ndim)
+        overrides.setdefault("halo", (STAGED_HALO,) * ndim)
+    else:
+        module = Tiny2D() if ndim == 2 else Tiny3D()
     shape = (1, 1, 32, 32) if ndim == 2 else (1, 1, 8, 16, 16)
     x = np.random.default_rng(seed).random(shape, dtype=np.float32)
     export_model(module, tiny_metadata(ndim, **overrides), path, x)
