@@ -1,11 +1,15 @@
-"""Tiled prediction with the exact and the effective halo: time, peak memory, difference.
+"""Tiled prediction with the exact halo, the effective halo in one pass, and stage by stage:
+time, peak memory, difference.
 
 For a 2D model on a 1024x1024 frame (the model's training image tiled to size, or any TIFF)
 and, with ``--model3d``, a 3D model on a stack, runs each (tile, overlap) configuration in its
 own child process (so each peak is its own): one warm-up pass, then ``--repeats`` timed passes
-of ``Predictor.predict_array``. Prints seconds per frame (min and median), the child's peak
-resident memory, and the largest difference from one untiled pass with the exact halo, as a
-fraction of that pass's output range (the contract of ``runtime.reach``: 1e-5).
+of ``Predictor.predict_array``. Overlaps: ``exact`` (the counted halo, one pass), ``one-pass``
+(the effective halo, both stages in each tile: the default before stage-by-stage restoration)
+and ``effective`` (the default: stage by stage where the model records ``stage_halo``,
+``runtime.staged``). Prints seconds per frame (min and median), the child's peak resident
+memory, and the largest difference from one untiled pass with the exact halo, as a fraction of
+that pass's output range (the contract of ``runtime.reach``: 1e-5).
 
     python benchmarks/halo_speed.py --model models/nuclei2d.onnx --image IMG.tif \
         [--model3d M3.onnx --stack STACK.tif] [--tiles 256 512 1024] [--repeats 3]
@@ -26,6 +30,9 @@ import numpy as np
 import tifffile
 from train_prior import machine
 
+#: The configurations compared at each tile size (see the module docstring)
+OVERLAPS = ("exact", "one-pass", "effective")
+
 
 def worker(args) -> None:
     """One configuration, in this process: time it, report the peak and the difference."""
@@ -36,11 +43,15 @@ def worker(args) -> None:
     image = np.load(args.array)
     model = Model(args.model, provider="cpu")
     tile_z = args.tile_z if args.tile_z else None
+    overlap = overlap_z = args.overlap
+    if args.overlap == "one-pass":  # the effective halo as a number: never stage by stage
+        halo = (model.metadata.effective_halo or {"halo": model.metadata.halo})["halo"]
+        overlap, overlap_z = halo[-1], halo[0]
     options = PredictOptions(
         tile=args.tile or None,
         tile_z=tile_z,
-        overlap=args.overlap,
-        overlap_z=args.overlap if model.metadata.ndim == 3 else None,
+        overlap=overlap,
+        overlap_z=overlap_z if model.metadata.ndim == 3 else None,
         progress=False,
     )
     predictor = Predictor(model, options)
@@ -51,10 +62,19 @@ def worker(args) -> None:
         predictor.predict_array(image)
         times.append(time.perf_counter() - start)
     plan = predictor.plan(image.shape)
+    staged = getattr(getattr(predictor, "_array_restorer", None), "_staged", None)
+    if staged is not None:  # stage 1's tiles + stage 2's
+        first, second = staged.plan.first, staged.plan.second
+        tiles = f"{len(first)}+{len(second)}"
+        shape = "/".join("x".join(map(str, p.tile_shape)) for p in (first, second))
+        halo = "x".join(map(str, predictor.stage_reach)) + "/stage"
+    else:
+        tiles, shape = str(len(plan.tiles)), "x".join(map(str, plan.tile_shape))
+        halo = "x".join(map(str, predictor.halo))
     result = {
-        "halo": list(predictor.halo),
-        "tiles": len(plan.tiles),
-        "tile_shape": list(plan.tile_shape),
+        "halo": halo,
+        "tiles": tiles,
+        "tile_shape": shape,
         "min_s": round(min(times), 3) if times else None,
         "median_s": round(float(np.median(times)), 3) if times else None,
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
@@ -98,24 +118,24 @@ def run_case(label, model, image, configs, repeats, tmp: Path, reference_kw: dic
     child(model, array, 0, "exact", 0, save=ref, **reference_kw)
     print(f"\n## {label}: {model.name}, input {'x'.join(map(str, image.shape))}")
     print(
-        f"{'tile':>10s} {'overlap':>9s} {'halo':>10s} {'tiles':>5s} {'computed':>12s} "
+        f"{'tile':>10s} {'overlap':>9s} {'halo':>14s} {'tiles':>5s} {'computed':>21s} "
         f"{'s/frame min':>11s} {'median':>7s} {'peak GB':>7s} {'max diff':>9s}"
     )
     rows = {}
     for tile, tile_z in configs:
-        for overlap in ("exact", "effective"):
+        for overlap in OVERLAPS:
             r = child(model, array, tile, overlap, repeats, tile_z=tile_z, reference=ref)
-            rows[(tile, tile_z, overlap)] = r
+            rows[overlap] = r
             name = f"{tile}" + (f"/z{tile_z}" if tile_z else "")
             print(
-                f"{name:>10s} {overlap:>9s} {'x'.join(map(str, r['halo'])):>10s} "
-                f"{r['tiles']:5d} {'x'.join(map(str, r['tile_shape'])):>12s} {r['min_s']:11.3f} "
+                f"{name:>10s} {overlap:>9s} {r['halo']:>14s} "
+                f"{r['tiles']:>5s} {r['tile_shape']:>21s} {r['min_s']:11.3f} "
                 f"{r['median_s']:7.3f} {r['peak_rss_gb']:7.2f} {r['max_difference']:9.2g}",
                 flush=True,
             )
-        exact, effective = rows[(tile, tile_z, "exact")], rows[(tile, tile_z, "effective")]
-        ratio = exact["median_s"] / effective["median_s"]
-        print(f"{'':>10s} speed-up effective vs exact: {ratio:.2f}x")
+        speed = {o: rows["exact"]["median_s"] / rows[o]["median_s"] for o in OVERLAPS[1:]}
+        ratios = ", ".join(f"{o} {v:.2f}x" for o, v in speed.items())
+        print(f"{'':>10s} speed-up vs exact: {ratios}")
 
 
 def main() -> None:
