@@ -114,6 +114,50 @@ def provider_options(providers: list[str], fp16: bool) -> list:
     return chain
 
 
+#: Whether this process's onnxruntime environment holds one CPU arena for every session
+#: (``shared_cpu_arena``; None: not tried yet)
+_SHARED_ARENA: bool | None = None
+
+
+def shared_cpu_arena() -> bool:
+    """Register one CPU memory arena with onnxruntime's environment, once per process.
+
+    Each onnxruntime session otherwise keeps its own arena, which holds its largest run's
+    memory for the session's life: the two stages of a model (``stages()``) then held both
+    peaks side by side (1.45 GB against 0.85 GB shared, benchmarks/RESULTS.md, "Stage by
+    stage"; the same time). Sessions opt in with ``session.use_env_allocators``. Returns
+    whether the environment has one (registered here or by another library before)."""
+    global _SHARED_ARENA
+    if _SHARED_ARENA is None:
+        try:
+            info = ort.OrtMemoryInfo(
+                "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+            )
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
+            _SHARED_ARENA = True
+        except Exception as err:  # onnxruntime raises its own exception types
+            _SHARED_ARENA = "already" in str(err).lower()
+            log.debug("no shared CPU arena registered here: %s", err)
+    return _SHARED_ARENA
+
+
+def session_options(providers: list[str], threads: int | None):
+    """onnxruntime's session options as zsdeconvnet sets them."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if providers == ["CPUExecutionProvider"]:
+        # The memory pattern pre-plans one block for all of a run's tensors; on this CPU it
+        # cost memory and time (benchmarks/session_memory.py: a 3D tile 2.95 -> 1.59 GB,
+        # a 2D 768^2 tile 1.63 -> 1.13 GB, both faster without it). Not measured on GPUs.
+        options.enable_mem_pattern = False
+        if shared_cpu_arena():
+            options.add_session_config_entry("session.use_env_allocators", "1")
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    return options
+
+
 def is_fp16(metadata: ModelMetadata) -> bool:
     """Whether the model was exported with ``--quantize fp16``."""
     quantization = metadata.training.get("quantization") or {}
@@ -196,16 +240,7 @@ class Model:
                 )
             model_bytes = self.path.read_bytes()
         providers = resolve_providers(provider)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        if providers == ["CPUExecutionProvider"]:
-            # The memory pattern pre-plans one block for all of a run's tensors; on this CPU it
-            # cost memory and time (benchmarks/session_memory.py: a 3D tile 2.95 -> 1.59 GB,
-            # a 2D 768^2 tile 1.63 -> 1.13 GB, both faster without it). Not measured on GPUs.
-            options.enable_mem_pattern = False
-        if threads:
-            options.intra_op_num_threads = int(threads)
+        options = session_options(providers, threads)
         self.session = self._session(model_bytes, options, provider_options(providers, False))
         self.metadata = self._read_metadata()
         chain = provider_options(providers, False)

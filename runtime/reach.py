@@ -89,15 +89,18 @@ def stage_ladder(exact: Sequence[int], multiple: Sequence[int], steps: int = LAD
     return rungs
 
 
-def staged_pass(model: Model, image: np.ndarray, reach, tile) -> tuple[np.ndarray, np.ndarray]:
+def staged_pass(
+    model: Model, image: np.ndarray, reach, tile, batch: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """Restore ``image`` stage by stage with ``reach`` px of context per stage and stage-2
-    tiles of ``tile`` (per axis; ``None``: one tile)."""
+    tiles of ``tile`` (per axis; ``None``: one tile), ``batch`` tiles per run."""
     meta = model.metadata
     image = np.asarray(image, np.float32)
     lo, hi = frame_range(image, meta.normalization, "the probe image")
     den = np.empty(image.shape, np.float32)
     dec = np.empty(tuple(n * f for n, f in zip(image.shape, meta.output_scale)), np.float32)
-    staged_runner(model.stages(), image.shape, tile, reach, meta).run(image, lo, hi, den, dec)
+    runner = staged_runner(model.stages(), image.shape, tile, reach, meta, batch)
+    runner.run(image, lo, hi, den, dec)
     return den, dec
 
 

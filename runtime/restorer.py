@@ -14,12 +14,12 @@ What it does is what ``zsdeconvnet predict`` does to one frame: whole-frame norm
 for older models), stitched by centre crop; the outputs equal ``predict``'s for the same frame
 and options (``tests/test_restorer.py``). Models whose export measured each stage's reach
 (``stage_halo``) are restored stage by stage (``runtime.staged``: stage 1 over the frame, then
-stage 2 over its output, each tile with its own stage's context), unless an overlap other
-than the effective one is asked for. Frames of one shape reuse every buffer: after the
-first, a frame allocates no new frame-sized array (outputs included, when ``out=`` is given),
-so a stream does not churn memory. ``restore`` may be called from any thread: one call runs at
-a time per :class:`Restorer` (a lock), so a worker thread can restore while the caller keeps
-acquiring. Numpy and onnxruntime only.
+stage 2 over its output, each tile with its own stage's context) where that computes fewer
+pixels than one pass, unless an overlap other than the effective one is asked for. Frames of
+one shape reuse every buffer: after the first, a frame allocates no new frame-sized array
+(outputs included, when ``out=`` is given), so a stream does not churn memory. ``restore``
+may be called from any thread: one call runs at a time per :class:`Restorer` (a lock), so a
+worker thread can restore while the caller keeps acquiring. Numpy and onnxruntime only.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from .metadata import ModelMetadata
 from .model import Model
 from .normalize import MAX_PERCENTILE_SAMPLES
 from .predict import PredictOptions, Predictor
-from .staged import staged_runner
+from .staged import StagedRunner, fewer_pixels, plan_staged
 from .tiling import DEFAULT_TILE, TilePlan, TileReader
 
 #: Version of this API (the class names, ``restore``'s signature and ``Restoration``'s fields):
@@ -195,15 +195,11 @@ class Restorer:
         mode = self.predictor.options.pad_mode
         self._frame = np.empty(shape, np.float32)  # the frame as float32
         self._scratch = np.empty(int(np.prod(shape)), np.float32)  # percentiles, in place
-        reach = self.predictor.stage_reach
-        stages = self.model.stages() if reach is not None else None
-        self._staged = None
-        if stages is not None:
-            tile = self.predictor.tile_for(shape)
-            self._staged = staged_runner(stages, shape, tile, reach, self.metadata, batch, mode)
+        plan: TilePlan = self.predictor.plan(shape)
+        self._staged = self._stage_by_stage(shape, plan)
+        if self._staged is not None:
             self._shape = shape
             return
-        plan: TilePlan = self.predictor.plan(shape)
         self._plan = plan
         self._reader = TileReader(shape, [t.start for t in plan.tiles], plan.tile_shape, mode)
         self._batch = np.empty((batch, 1, *plan.tile_shape), np.float32)
@@ -213,6 +209,26 @@ class Restorer:
             np.empty((batch, 1, *scaled), np.float32),
         )
         self._shape = shape
+
+    def _stage_by_stage(self, shape: tuple[int, ...], plan: TilePlan) -> StagedRunner | None:
+        """The stage-by-stage runner for frames of ``shape``, where the model records each
+        stage's reach, the overlap is the effective one, stage by stage computes fewer pixels
+        than ``plan`` (one pass) and the graph can be cut; else None."""
+        reach = self.predictor.stage_reach
+        if reach is None:
+            return None
+        meta = self.metadata
+        tile = self.predictor.tile_for(shape)
+        staged = plan_staged(shape, tile, reach, meta.halo, meta.size_multiple)
+        if not fewer_pixels(staged, plan):
+            return None
+        stages = self.model.stages()
+        if stages is None:
+            return None
+        options = self.predictor.options
+        return StagedRunner(
+            stages, staged, shape, meta.output_scale, options.batch, options.pad_mode
+        )
 
     def _normalisation(self, frame: np.ndarray) -> tuple[float, float]:
         """The frame's percentiles (the model's recipe), on the reused buffers."""

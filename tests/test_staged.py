@@ -8,6 +8,8 @@ The contract is the effective halo's (``runtime.reach``): every output within ``
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -22,8 +24,9 @@ from zsdeconvnet.runtime.model import Model
 from zsdeconvnet.runtime.predict import PredictOptions, Predictor
 from zsdeconvnet.runtime.reach import TOLERANCE, differences, stage_ladder, staged_pass
 from zsdeconvnet.runtime.restorer import Restorer
-from zsdeconvnet.runtime.staged import plan_staged, stage_leads
+from zsdeconvnet.runtime.staged import fewer_pixels, plan_staged, stage_leads
 from zsdeconvnet.runtime.stages import split_stages
+from zsdeconvnet.runtime.tiling import plan_tiles
 from zsdeconvnet.training.config import preset
 from zsdeconvnet.training.networks import build_network
 
@@ -160,11 +163,9 @@ def test_the_plan_puts_every_tile_on_the_untiled_grid(shape, tile):
 )
 def test_stage_by_stage_matches_untiled_2d(staged, kind, tile, batch):
     frame = _image(2, kind)
-    predictor = Predictor(
-        Model(staged[2], provider="cpu"), PredictOptions(tile=tile, batch=batch, progress=False)
-    )
-    assert predictor.stage_reach is not None
-    tiled = predictor.predict_array(frame)
+    model = Model(staged[2], provider="cpu")
+    reach = model.metadata.effective_halo["stage_halo"]
+    tiled = staged_pass(model, frame, reach, (tile, tile), batch)
     assert tiled[1].shape == tuple(2 * s for s in frame.shape)
     assert _worst(tiled, _untiled(staged[2], frame)) <= TOLERANCE
 
@@ -177,12 +178,37 @@ def test_stage_by_stage_matches_untiled_2d(staged, kind, tile, batch):
 )
 def test_stage_by_stage_matches_untiled_3d(staged, kind, tile, tile_z):
     stack = _image(3, kind)
-    options = PredictOptions(tile=tile, tile_z=tile_z, batch=2, progress=False)
-    predictor = Predictor(Model(staged[3], provider="cpu"), options)
-    assert predictor.stage_reach is not None
-    tiled = predictor.predict_array(stack)
+    model = Model(staged[3], provider="cpu")
+    reach = model.metadata.effective_halo["stage_halo"]
+    tiled = staged_pass(model, stack, reach, (tile_z, tile, tile), batch=2)
     assert tiled[1].shape == (stack.shape[0], 2 * stack.shape[1], 2 * stack.shape[2])
     assert _worst(tiled, _untiled(staged[3], stack)) <= TOLERANCE
+
+
+def test_predict_goes_stage_by_stage_where_it_computes_fewer_pixels(staged):
+    model = Model(staged[2], provider="cpu")
+    frame = _image(2, "real")
+    untiled = _untiled(staged[2], frame)
+    for tile in (8, 24, None):
+        predictor = Predictor(model, PredictOptions(tile=tile, progress=False))
+        tiled = predictor.predict_array(frame)
+        one_pass = predictor.plan(frame.shape)
+        plan = plan_staged(
+            frame.shape, [tile, tile], predictor.stage_reach, model.metadata.halo, (2, 2)
+        )
+        assert fewer_pixels(plan, one_pass)  # each stage reaches 6 px, the two 10
+        assert predictor._restorer()._staged is not None
+        assert _worst(tiled, untiled) <= TOLERANCE
+
+
+def test_one_pass_is_kept_where_the_stages_reach_almost_as_far_as_the_whole():
+    """The fast 3D network trained on filaments (RESULTS.md): 12x19x19 px per stage against
+    14x23x23 for the whole model; at 8 planes and 128 px the stages would compute more."""
+    shape, tile, multiple = (16, 128, 128), (8, 128, 128), (1, 1, 1)
+    staged = plan_staged(shape, tile, (12, 19, 19), (36, 59, 59), multiple)
+    one_pass = plan_tiles(shape, tile, (14, 23, 23), multiple)
+    assert not fewer_pixels(staged, one_pass)
+    assert fewer_pixels(staged, plan_tiles(shape, tile, (36, 59, 59), multiple))
 
 
 def test_too_little_context_per_stage_breaks_the_contract(staged):
@@ -211,13 +237,20 @@ def test_which_path_prediction_takes(staged):
 
 
 def test_the_api_restores_a_stream_stage_by_stage_without_new_buffers(staged):
-    restorer = Restorer(staged[2], tile=16)
-    frames = [_image(2, kind) for kind in ("random", "real")]
-    frames = [f[:64, :64] for f in frames]
+    rng = np.random.default_rng(0)
+    frames = [rng.poisson(50, (300, 280)).astype(np.uint16) for _ in range(3)]
+    restorer = Restorer(staged[2], tile=64)
     first = restorer.restore(frames[0])
     assert restorer._staged is not None
-    second = restorer.restore(frames[1], out=first)
-    assert second.denoised is first.denoised
-    assert _worst((second.denoised, second.deconvolved), _untiled(staged[2], frames[1])) <= (
-        TOLERANCE
-    )
+    restorer.restore(frames[1], out=first)  # warm
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    again = restorer.restore(frames[2], out=first)
+    peak = tracemalloc.get_traced_memory()[1] - before
+    tracemalloc.stop()
+    assert again.denoised is first.denoised and again.deconvolved is first.deconvolved
+    frame_bytes = 300 * 280 * 4
+    assert peak < 0.25 * frame_bytes, f"{peak} bytes allocated for a {frame_bytes}-byte frame"
+    untiled = _untiled(staged[2], frames[2])
+    assert _worst((again.denoised, again.deconvolved), untiled) <= TOLERANCE
