@@ -137,7 +137,8 @@ class OverlapType(click.ParamType):
     default="effective",
     show_default=True,
     help="Context per tile side in px: effective = the model's halo measured at export "
-    "(every output within 1e-5 of the output range of an untiled pass; the exact halo for "
+    "(every output within 1e-5 of the output range of an untiled pass; frames that fit in "
+    "memory go stage by stage where the model records each stage's reach; the exact halo for "
     "models without one), exact = the receptive-field radius (tiled equals untiled), or a "
     "number.",
 )
@@ -253,8 +254,9 @@ def predict(
 
     Writes the deconvolved (super-resolved) image, float32 in input intensity units, with
     pixel sizes halved in y and x. Tiles overlap by the model's effective halo (measured at
-    export), so the result has no seams and equals an untiled pass to 1e-5 of the output range
-    (--overlap exact: to float rounding). Outputs named *.zarr are OME-Zarr (multiscale, written
+    export; stage by stage, each stage with its own reach, where the model records it), so the
+    result has no seams and equals an untiled pass to 1e-5 of the output range (--overlap
+    exact: to float rounding). Outputs named *.zarr are OME-Zarr (multiscale, written
     chunk by chunk, resumable); inputs may be OME-Zarr too. --dask spreads files, frames and
     blocks over worker processes or a cluster with the same result.
 
