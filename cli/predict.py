@@ -126,7 +126,8 @@ class OverlapType(click.ParamType):
     default=DEFAULT_TILE,
     show_default=True,
     type=int,
-    help="Tile size in y and x (input px); 0 = whole frame.",
+    help="Largest tile in y and x (input px; each axis is split into equal tiles of at most "
+    "this); 0 = whole frame.",
 )
 @click.option(
     "--tile-z", default=0, type=int, help="Tile size in z for 3D models; 0 = whole depth."

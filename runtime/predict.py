@@ -64,8 +64,9 @@ class PredictOptions:
     Attributes
     ----------
     tile : int or None
-        Size (input pixels, y and x) of the region each tile restores; the model's halo is
-        added on every side. ``None``: one tile per frame.
+        Largest size (input pixels, y and x) of the region each tile restores: an axis is
+        split into as few equal tiles as that allows; the model's halo is added on every side.
+        ``None``: one tile per frame.
     tile_z : int or None
         The same in z for 3D models. ``None``: the whole stack depth.
     overlap : int, "exact", "effective" or None

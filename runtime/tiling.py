@@ -79,11 +79,16 @@ def _round_up(value: int, multiple: int) -> int:
 def _plan_axis(
     size: int, tile: int | None, halo: int, multiple: int, lead: int
 ) -> tuple[int, list[int]]:
-    """Return (tile length, inner starts) for one axis; ``tile`` is the inner (kept) size."""
+    """Return (tile length, inner starts) for one axis; ``tile`` is the largest inner (kept)
+    size: the axis is split into as few tiles as that allows, of equal size (on the size
+    multiple), so no tile is mostly padding (a 2160-px axis at tile 512: 5 tiles of 432, not
+    4 of 512 and a fifth that keeps 112)."""
     whole = _round_up(size + lead + halo, multiple)
     if tile is None:
         return whole, [0]
     inner = max(multiple, tile // multiple * multiple)
+    count = math.ceil(size / inner)
+    inner = _round_up(math.ceil(size / count), multiple)
     length = _round_up(inner + lead + halo, multiple)
     if length >= whole or inner >= size:
         return whole, [0]
