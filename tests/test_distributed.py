@@ -82,8 +82,9 @@ def test_ome_zarr_round_trip_equals_single_process(model2d, tmp_path):
     out = zarr.open_group(str(tmp_path / "sr.zarr"), mode="r")
     np.testing.assert_array_equal(out["0"][:], ref_sr)
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "dn.zarr" / "0"))[:], ref_dn)
-    # chunk = one tile's 2x output; pyramid level 1 is the 2x2 mean of level 0
-    assert out["0"].chunks == (1, 128, 128)
+    # chunk = one tile's 2x output (tile 64 splits 300 x 280 into 5 x 5 tiles of 60 x 56);
+    # pyramid level 1 is the 2x2 mean of level 0
+    assert out["0"].chunks == (1, 120, 112)
     level1 = out["1"][:]
     expect = ref_sr.reshape(2, 300, 2, 280, 2).mean(axis=(2, 4))
     np.testing.assert_allclose(level1, expect, rtol=1e-6, atol=1e-4)
