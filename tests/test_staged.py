@@ -17,9 +17,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_effective_halo import _image
-from tiny_models import build_tiny
+from tiny_models import STAGED_HALO, build_tiny, tiny_metadata
 from zsdeconvnet.export.halo import add_effective_halo
 from zsdeconvnet.export.onnx import to_onnx_bytes
+from zsdeconvnet.runtime.errors import InputError
 from zsdeconvnet.runtime.model import Model
 from zsdeconvnet.runtime.predict import PredictOptions, Predictor
 from zsdeconvnet.runtime.reach import TOLERANCE, differences, stage_ladder, staged_pass
@@ -254,3 +255,11 @@ def test_the_api_restores_a_stream_stage_by_stage_without_new_buffers(staged):
     assert peak < 0.25 * frame_bytes, f"{peak} bytes allocated for a {frame_bytes}-byte frame"
     untiled = _untiled(staged[2], frames[2])
     assert _worst((again.denoised, again.deconvolved), untiled) <= TOLERANCE
+
+
+@pytest.mark.parametrize("stage", [[STAGED_HALO + 1, 2], [0, 2], [2], "2"])
+def test_a_corrupt_stage_halo_is_refused(stage):
+    with pytest.raises(InputError, match="stage_halo"):
+        tiny_metadata(
+            2, halo=(STAGED_HALO,) * 2, effective_halo={"halo": [2, 2], "stage_halo": stage}
+        )
