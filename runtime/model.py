@@ -241,17 +241,17 @@ class Model:
             model_bytes = self.path.read_bytes()
         providers = resolve_providers(provider)
         options = session_options(providers, threads)
-        self.session = self._session(model_bytes, options, provider_options(providers, False))
-        self.metadata = self._read_metadata()
         chain = provider_options(providers, False)
+        self.session = self._session(model_bytes, options, chain)
+        self.metadata = self._read_metadata()
         if providers[0] == "TensorrtExecutionProvider" and is_fp16(self.metadata):
             # the fp16 flag depends on the metadata, which only a session can read: a
             # second session, with fp16 kernels allowed (start-up cost not measured here)
             chain = provider_options(providers, True)
             self.session = self._session(model_bytes, options, chain)
-        # kept for the stage sessions, made on first use (stages())
+        # kept for the stage sessions, made on first use (stages(); False: not tried yet)
         self._bytes, self._options, self._chain = model_bytes, options, chain
-        self._stages: tuple | None | bool = False
+        self._stages: tuple[Stage, Stage] | None | bool = False
         self._check_signature()
         self.active_provider = self.session.get_providers()[0]
         if self.active_provider != providers[0]:
