@@ -59,6 +59,18 @@ def test_plan_covers_every_pixel_once():
     assert all(t % 4 == 0 for t in plan.tile_shape)
 
 
+@pytest.mark.parametrize(
+    ("size", "tile", "count", "inner"),
+    [(2160, 512, 5, 432), (2560, 512, 5, 512), (1024, 512, 2, 512), (1030, 512, 3, 344)],
+)
+def test_axes_are_split_into_equal_tiles_of_at_most_the_tile(size, tile, count, inner):
+    """No tile is mostly padding: a 2160-px axis at tile 512 is 5 x 432, not 4 x 512 + 112."""
+    plan = plan_tiles((size, 64), (tile, None), (8, 8), (8, 8))
+    rows = sorted({t.inner[0].start for t in plan.tiles})
+    assert len(rows) == count and rows[1] - rows[0] == inner <= tile
+    assert plan.tile_shape[0] == inner + 16
+
+
 @pytest.mark.parametrize("mode", ["reflect", "edge"])
 def test_read_tile_matches_global_padding(mode):
     image = np.arange(7 * 5, dtype=np.float32).reshape(7, 5)
