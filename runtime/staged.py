@@ -14,7 +14,8 @@ what an untiled pass would have computed there, padding region included. Why thi
 untiled pass: every tile of both stages starts on the untiled pass's pooling grid (``-halo``
 modulo the size multiple, as in ``runtime.tiling``), and every kept pixel has at least its
 stage's reach of context on every side. Stage 1's tiles are larger (two stage-2 tiles and their
-context per axis): stage 1 has no 2x tail and needs about a third of stage 2's memory per pixel.
+context per axis): stage 1 has no 2x tail and needs about half of stage 2's memory per
+pixel (``benchmarks/stage_memory.py``).
 Numpy and onnxruntime only.
 """
 
