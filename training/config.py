@@ -302,22 +302,26 @@ def _check_types(cfg) -> None:
 #: Fields older checkpoints may carry that no longer mean anything.
 RETIRED_FIELDS = ("preview_every",)
 
+#: The ``fast`` preset's 2D network and schedule (2D and 2D-SIM), chosen by measurement on a
+#: 2-core CPU (benchmarks/RESULTS.md, "Training speed").
+FAST_2D = dict(
+    base_channels=16,
+    sr_channels=32,
+    convs_per_level=2,
+    hessian_weight=0.005,
+    iterations=2000,
+    lr=2e-4,
+    schedule="cosine",
+    checkpoint_every=250,
+)
+
 #: Presets per mode. ``paper`` is the reference (2D: RTX 3090, ~1 h; 3D: ~2 h); ``fast`` was
 #: chosen by measurement on a 2-core CPU (benchmarks/RESULTS.md): a smaller network and a
 #: higher, cosine-decayed learning rate.
 PRESETS: dict[str, dict[str, dict]] = {
     "2d": {
         "paper": {},
-        "fast": dict(
-            base_channels=16,
-            sr_channels=32,
-            convs_per_level=2,
-            hessian_weight=0.005,
-            iterations=2000,
-            lr=2e-4,
-            schedule="cosine",
-            checkpoint_every=250,
-        ),
+        "fast": dict(FAST_2D),
     },
     # ZS-DeconvNet-SIM: the 2D networks without upsampling. paper: the reference's 2D-SIM
     # recorruption ranges (its alpha in [0.2, 0.5] is 1/alpha here: input noise sigma * alpha).
@@ -326,17 +330,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     # against +2.1 / +2.3 dB with the reference's (much noisier inputs: 5-26x the variance).
     "sim2d": {
         "paper": dict(upsample=1, alpha_range=(2.0, 5.0), beta1_range=(1.5, 3.0)),
-        "fast": dict(
-            upsample=1,
-            base_channels=16,
-            sr_channels=32,
-            convs_per_level=2,
-            hessian_weight=0.005,
-            iterations=2000,
-            lr=2e-4,
-            schedule="cosine",
-            checkpoint_every=250,
-        ),
+        "fast": dict(FAST_2D, upsample=1),
     },
     "3d": {
         "paper": dict(
