@@ -17,6 +17,11 @@ exports the starting weights untrained: the prior as shipped, without fine-tunin
 another CPU kind, so a faster CPU can stand in for a slower one's budget).
 ``--ensemble`` scores each trained model a second time with ``predict --ensemble`` (the mean
 over the 8 orientations: eight times the inference, no more training).
+
+With ``--jsonl`` the rows already in that file (same case, method and CPU) are not run again, so the
+whole table (five cases x two starts x 60 + 180 + 600 s: about 2.5 h of training alone) can be
+built over several sessions on the same machine kind; the rows of every session stay in the file
+and the printed log says which were skipped.
 """
 
 from __future__ import annotations
@@ -85,6 +90,15 @@ def fine_tune(
     return {"output": out, **info, "train_seconds": round(seconds, 1)}
 
 
+def recorded(jsonl: Path | None, cpu: str) -> set[tuple[str, str]]:
+    """(case, method) of the rows already in ``jsonl`` that were measured on ``cpu`` (none
+    when the file is not there yet)."""
+    if jsonl is None or not jsonl.exists():
+        return set()
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+    return {(r["case"], r["method"]) for r in rows if r.get("machine") == cpu}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="*", default=CASES + GENERALISATION)
@@ -103,8 +117,10 @@ def main() -> None:
     parser.add_argument("--ensemble", action="store_true", help="also score predict --ensemble")
     args = parser.parse_args()
     overrides = parse_overrides(args.set)
-    print(f"# {machine()}; Python {platform.python_version()}; seed {args.seed}; crop {CROP}")
+    cpu = machine()
+    print(f"# {cpu}; Python {platform.python_version()}; seed {args.seed}; crop {CROP}")
     print(f"{'case':16s} {'method':22s} {'PSNR':>6s} {'SSIM':>6s} {'FWHM nm':>8s}  notes")
+    done = recorded(args.jsonl, cpu)
     out = args.jsonl.open("a") if args.jsonl else None
 
     def report(case, method, s, info):
@@ -113,21 +129,32 @@ def main() -> None:
             f"{case:16s} {method:22s} {s['psnr']:6.2f} {s['ssim']:6.3f} {fwhm}  {info}", flush=True
         )
         if out:
-            out.write(json.dumps({"case": case, "method": method, **s, **info}) + "\n")
+            row = {"case": case, "method": method, **s, **info, "machine": cpu}
+            out.write(json.dumps(row) + "\n")
             out.flush()
 
     for case in args.cases:
         sim, images = make_case(case, args.seed)
         beads = np.array(sim.bead_positions_sr) if sim.structure == "beads" else None
         psf = check_psf(simulate_psf(sim), (sim.pixel_nm, sim.pixel_nm), 2)
-        for method, s, info in baselines(images, sim, beads):
-            width = fwhm_px(sr_psf(psf, sim.pixel_nm, preset("fast")).data)
-            info = {**info, "pixel_nm": round(sim.pixel_nm, 1), "psf_fwhm_sr_px": round(width, 2)}
-            report(case, method, s, info)
+        if (case, "raw (upsampled)") not in done:
+            for method, s, info in baselines(images, sim, beads):
+                width = fwhm_px(sr_psf(psf, sim.pixel_nm, preset("fast")).data)
+                info = {
+                    **info,
+                    "pixel_nm": round(sim.pixel_nm, 1),
+                    "psf_fwhm_sr_px": round(width, 2),
+                }
+                report(case, method, s, info)
         schedules = [(b, None, f"{b:g} s") for b in args.budgets]
         schedules += [(0, n, f"{n} it.") for n in args.iterations]
         for budget, iterations, label in schedules:
             for init in args.inits:
+                if (case, f"{init} {label}") in done:
+                    print(
+                        f"{case:16s} {init + ' ' + label:22s} already in {args.jsonl}", flush=True
+                    )
+                    continue
                 with tempfile.TemporaryDirectory() as tmp:
                     run = fine_tune(
                         images["noisy"],
