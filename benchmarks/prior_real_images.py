@@ -59,6 +59,9 @@ def main() -> None:
     parser.add_argument("--png", type=Path, default=None)
     parser.add_argument("--images", nargs="*", default=None, help="names to run (default: all)")
     parser.add_argument("--inits", nargs="*", default=["prior", "scratch"])
+    parser.add_argument(
+        "--ensemble", action="store_true", help="also measure predict --ensemble's output"
+    )
     args = parser.parse_args()
     px = OPTICS["pixel_nm"]
     data = make_psf(
@@ -79,25 +82,28 @@ def main() -> None:
         row = [("raw", raw, 1)]
         for init, budget in runs:
             with tempfile.TemporaryDirectory() as tmp:
-                run = fine_tune(raw, psf, px, init, budget, {}, Path(tmp))
-            output = run.pop("output")
-            result = {
-                "image": name,
-                "run": f"{init} {budget:g} s",
-                **run,
-                "data_term": round(data_term(output, raw, kernel), 5),
-                "blank_texture": round(blank_texture(output, raw, mask), 4),
-                "blank_pixels": int(mask.sum()),
-            }
-            print(
-                f"{name:26s} {result['run']:16s} {run['iterations']:6d} "
-                f"{result['data_term']:9.5f} {result['blank_texture']:13.4f}",
-                flush=True,
-            )
-            if out:
-                out.write(json.dumps(result) + "\n")
-                out.flush()
-            row.append((f"{init}, {budget:g} s ({run['iterations']} it.)", output, 2))
+                run = fine_tune(raw, psf, px, init, budget, {}, Path(tmp), args.ensemble)
+            outputs = [("", run.pop("output"))]
+            if args.ensemble:
+                outputs.append((" +ens", run.pop("ensemble_output")))
+            for suffix, output in outputs:
+                result = {
+                    "image": name,
+                    "run": f"{init} {budget:g} s{suffix}",
+                    **run,
+                    "data_term": round(data_term(output, raw, kernel), 5),
+                    "blank_texture": round(blank_texture(output, raw, mask), 4),
+                    "blank_pixels": int(mask.sum()),
+                }
+                print(
+                    f"{name:26s} {result['run']:16s} {run['iterations']:6d} "
+                    f"{result['data_term']:9.5f} {result['blank_texture']:13.4f}",
+                    flush=True,
+                )
+                if out:
+                    out.write(json.dumps(result) + "\n")
+                    out.flush()
+            row.append((f"{init}, {budget:g} s ({run['iterations']} it.)", outputs[0][1], 2))
         figure.append((name, row))
     if args.png:
         plot(figure, args.png)
