@@ -18,10 +18,10 @@ another CPU kind, so a faster CPU can stand in for a slower one's budget).
 ``--ensemble`` scores each trained model a second time with ``predict --ensemble`` (the mean
 over the 8 orientations: eight times the inference, no more training).
 
-With ``--jsonl`` the rows already in that file (same case, method and CPU) are not run again, so the
-whole table (five cases x two starts x 60 + 180 + 600 s: about 2.5 h of training alone) can be
-built over several sessions on the same machine kind; the rows of every session stay in the file
-and the printed log says which were skipped.
+With ``--jsonl`` the rows already in that file (same case, method and CPU) are not run
+again, so the whole table (five cases x two starts x 60 + 180 + 600 s: about 2.5 h of training
+alone) can be built over several sessions on the same machine kind; the rows of every session
+stay in the file and the printed log says which were skipped.
 """
 
 from __future__ import annotations
