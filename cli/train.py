@@ -60,6 +60,14 @@ MAX_BUDGET_ITERATIONS = 20_000
     "simulated data), fine-tuned on IMAGES with your PSF; scratch = random weights (the "
     "paper's method); auto = the prior where the network and PSF fit it.  [default: auto]",
 )
+@click.option(
+    "--prior",
+    "prior_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A prior file made by benchmarks/train_prior.py (your own simulator or distribution) "
+    "instead of the shipped one; loaded as weights only.",
+)
 @click.option("--lr", type=float, default=None, help="Learning rate (Adam), the preset's if unset.")
 @click.option(
     "--hessian-weight",
@@ -148,6 +156,7 @@ def train(
     iterations,
     time_budget,
     init,
+    prior_file,
     lr,
     hessian_weight,
     positivity,
@@ -201,6 +210,7 @@ def train(
     overrides = dict(
         iterations=iterations,
         init=init,
+        prior_file=None if prior_file is None else str(prior_file),
         lr=lr,
         hessian_weight=hessian_weight,
         positivity=positivity,

@@ -155,6 +155,12 @@ def test_train_bad_inputs_are_one_line(nuclei, tmp_path):
     assert result.exit_code == 2 and "--init prior: the PSF's FWHM" in result.output
     assert "use --init scratch" in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "m_training").exists() and not (tmp_path / "m.onnx").exists()
+    broken = tmp_path / "broken_prior.pt"
+    broken.write_bytes(b"not a prior")
+    result = run("train", image, "--psf", psf, "-o", tmp_path / "m.onnx", "--prior", broken, *FAST)
+    assert result.exit_code == 2 and "broken_prior.pt" in result.output
+    assert "give --prior a file" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "m_training").exists() and not (tmp_path / "m.onnx").exists()
 
 
 def test_adapt_command_restores_every_frame(nuclei, tmp_path):

@@ -72,6 +72,21 @@ def test_auto_and_prior_start_from_the_prior_scratch_does_not(sim):
         assert same == (expect == "prior")
 
 
+def test_another_prior_file_is_where_the_run_starts_and_the_model_names_it(sim, tmp_path):
+    weights, card = load_prior()
+    moved = {k: (v + 0.5 if v.is_floating_point() else v) for k, v in weights.items()}
+    mine = tmp_path / "facility_prior.pt"
+    torch.save({"weights": moved, "card": json.dumps(card)}, mine)
+    t = trainer(sim, init="prior", prior_file=str(mine))
+    assert all(torch.equal(v, moved[k]) for k, v in t.model.state_dict().items())
+    from zsdeconvnet.training.networks import metadata_from_state
+
+    meta = metadata_from_state(t.state(), t.cfg)
+    assert meta.training["init"] == "2D prior facility_prior.pt, fine-tuned"
+    with pytest.raises(InputError, match="missing.*give --prior a file written by"):
+        trainer(sim, init="prior", prior_file=str(tmp_path / "absent.pt"))
+
+
 def test_a_psf_outside_the_range_or_another_network_falls_back_or_is_refused(sim, caplog):
     cfg_sim = sim[0]
     with pytest.raises(InputError, match="outside the .* px the prior was trained on"):

@@ -113,6 +113,8 @@ class TrainConfig:
     preset: str = "paper"
     # auto: the shipped 2D prior when the network and PSF fit it, else random (scratch)
     init: str = "auto"
+    # a prior file made by benchmarks/train_prior.py (weights only); None = the shipped one
+    prior_file: str | None = None
     seed: int = 0
     device: str = "cpu"
     checkpoint_every: int = 500

@@ -57,7 +57,7 @@ def metadata_from_state(state: dict, cfg: TrainConfig) -> ModelMetadata:
             "iterations": int(state["iteration"]),
             "planned_iterations": cfg.iterations,
             "seed": cfg.seed,
-            "init": "2D prior, fine-tuned" if cfg.init == "prior" else "scratch",
+            "init": _init_summary(cfg),
             "images": [Path(p).name for p in cfg.images],
             "network": network,
             "train_seconds": round(float(state.get("elapsed", 0.0)), 1),
@@ -68,6 +68,16 @@ def metadata_from_state(state: dict, cfg: TrainConfig) -> ModelMetadata:
         },
         channel=cfg.channel,
     )
+
+
+def _init_summary(cfg: TrainConfig) -> str:
+    """Where training started, as the metadata states it (a prior file other than the shipped
+    one is named)."""
+    if cfg.init != "prior":
+        return "scratch"
+    if cfg.prior_file:
+        return f"2D prior {Path(cfg.prior_file).name}, fine-tuned"
+    return "2D prior, fine-tuned"
 
 
 def build_network(cfg: TrainConfig):

@@ -1,6 +1,7 @@
 """Where 2D training starts: the shipped prior or random weights (``TrainConfig.init``).
 
-``scratch`` is the paper's method. ``prior`` starts from :data:`priors.PRIOR_2D` and refuses in
+``scratch`` is the paper's method. ``prior`` starts from :data:`priors.PRIOR_2D` (or the file
+``TrainConfig.prior_file`` names: a prior made by ``benchmarks/train_prior.py``) and refuses in
 one line when the run cannot use it (another network, 3D or SIM, a PSF outside the range the
 prior was trained on). ``auto`` (the default) uses the prior where ``prior`` would, and
 otherwise trains from scratch, saying why in one log line.
@@ -28,6 +29,8 @@ def load_prior(path: str | Path = PRIOR_2D) -> tuple[dict[str, torch.Tensor], di
     """The prior's weights (float32) and model card; data only (``weights_only=True``)."""
     path = Path(path)
     fix = "reinstall zsdeconvnet, or train with --init scratch"
+    if path != PRIOR_2D:
+        fix = "give --prior a file written by benchmarks/train_prior.py, or leave --prior out"
     if not path.is_file() or not zipfile.is_zipfile(path):
         raise InputError(f"prior {describe(path)} is missing or not a weights file; {fix}")
     try:
@@ -65,6 +68,7 @@ def initial_weights(
     """The weights a run starts from (``None``: random, from the seed), per ``cfg.init``."""
     if cfg.init == "scratch" or (cfg.init == "auto" and cfg.mode != "2d"):
         return None
+    path = cfg.prior_file or path
     weights, card = load_prior(path)
     problem = prior_problem(cfg, card, psf_sr)
     if problem is None:
