@@ -80,6 +80,7 @@ def main() -> None:
     kernel = sr_psf(psf, px, preset("fast")).data
     runs = [("prior", args.budget), ("scratch", args.budget), ("scratch", 4 * args.budget)]
     runs = [r for r in runs if r[0] in args.inits]
+
     def iters(budget: float) -> int | None:
         """``--iterations`` (4x for the 4B run) in place of the budget; None: the budget."""
         if not (args.iterations and budget):
