@@ -468,7 +468,37 @@ def test_budget_iterations_fit_the_time_left():
     assert budget_iterations(5.0, 6.0, 6, 1.0, 5.0, 50, cap=10_000) == 6  # over budget: stop
 
 
-def test_time_budget_fixes_the_schedule_once_and_the_run_keeps_it(nuclei, tmp_path):
+def test_time_budget_measures_again_after_a_slow_start(monkeypatch):
+    """Probe steps slower than the rest (as on a bf16 CPU, where they took 0.30 s against
+    0.20 s later): the second measurement, at a quarter of the budget, stretches the schedule
+    so the run still ends within its budget instead of far before it. A fake clock advances
+    only in the (fake) steps, so the arithmetic is exact."""
+    import zsdeconvnet.training.trainer as trainer_module
+    from zsdeconvnet.physics.optics import make_psf
+    from zsdeconvnet.physics.psf import check_psf
+    from zsdeconvnet.training.config import preset
+
+    clock = [0.0]
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: clock[0])
+    frame = np.random.default_rng(0).poisson(20, (160, 160)).astype(np.float32)
+    psf = check_psf(make_psf("pupil", 9, 325, 0.75, 460, 1.0)[0], (325.0, 325.0), 2)
+    cfg = preset("fast", init="scratch", iterations=10_000, time_budget_s=10.0, threads=1)
+    t = trainer_module.Trainer(cfg, [frame], psf, 325.0, None)
+
+    def step():
+        t.iteration += 1
+        clock[0] += 0.3 if t.iteration <= 6 else 0.1
+        return {"loss": 0.0, "lr": 0.0}
+
+    monkeypatch.setattr(t, "step", step)
+    t.train(progress=False)
+    # the probe alone: 6 + (10 - 1.8) / 0.3 = 33 iterations, ending at 4.5 s
+    assert 80 <= t.iteration == t.cfg.iterations <= 90
+    assert 9.5 <= clock[0] <= 10.0 + 1e-9
+    assert t.cfg.budgeted_s == 10.0 and t.cfg.time_budget_s is None
+
+
+def test_time_budget_fixes_the_schedule_and_the_run_keeps_it(nuclei, tmp_path):
     image, psf = nuclei
     out = tmp_path / "m.onnx"
     result = run(

@@ -8,6 +8,9 @@ from .config import TrainConfig
 
 #: Steps timed before a time budget fixes the iteration count (the first one, warm-up, excluded)
 PROBE_STEPS = 6
+#: Part of the budget after which the step time is measured once more (on the steps since the
+#: probe) and the iteration count fixed again
+REMEASURE_FRACTION = 0.25
 
 
 def lr_factor(cfg: TrainConfig, iteration: int) -> float:
