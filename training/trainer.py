@@ -34,7 +34,7 @@ from .losses import FFTConvolver, gap_amending_loss, zs_loss
 from .pairs_torch import make_pairs, use_torch_pairs
 from .prior_init import initial_weights
 from .rcan3d import ZSDeconvNet3D
-from .schedule import PROBE_STEPS, REMEASURE_FRACTION, budget_iterations, lr_factor
+from .schedule import PROBE_STEPS, REMEASURE_AT, budget_iterations, lr_factor
 from .unet2d import ZSDeconvNet2D
 
 log = logging.getLogger(__name__)
@@ -356,7 +356,8 @@ class Trainer:
         start = time.perf_counter() - self.elapsed
         step_times: list[float] = []
         cap = cfg.iterations  # with a time budget: the most iterations it may choose
-        remeasure: float | None = None  # elapsed seconds at which the budget is fixed again
+        remeasure: list[float] = []  # elapsed seconds at which the budget is fixed again
+        since = 0  # the step times measured since the last fix start here
         with bar:
             while self.iteration < end:
                 before = time.perf_counter()
@@ -369,19 +370,20 @@ class Trainer:
                 fix = None
                 if cfg.time_budget_s is not None and len(step_times) == PROBE_STEPS:
                     fix = (step_times[1:], cfg.time_budget_s, False)
-                elif remeasure is not None and self.elapsed >= remeasure:
-                    # once more, on the steps since the probe: the first steps can run slower
-                    # (0.30 s against 0.20 s later on a bf16 CPU, so the run ended 30 % early)
-                    # or the machine can get busier
-                    if len(step_times) >= PROBE_STEPS + 3:
-                        fix = (step_times[PROBE_STEPS:], cfg.budgeted_s, True)
+                elif remeasure and self.elapsed >= remeasure[0] and len(step_times) > since + 2:
+                    # again, on the steps since the last fix: the first steps can run slower
+                    # (0.30 s against 0.20 s later on a bf16 CPU, so the run ended 30 % early),
+                    # steps drift, the machine can get busier
+                    fix = (step_times[since:], cfg.budgeted_s, True)
                 if fix is not None:
                     if self.run_dir is not None:
                         self._log_rows(rows)
                         rows = []
                     times, budget, again = fix
                     cfg = self._fix_budget(times, start, budget, cap, again)
-                    remeasure = None if again else REMEASURE_FRACTION * budget
+                    since = len(step_times)
+                    done = self.elapsed / budget
+                    remeasure = [f * budget for f in REMEASURE_AT if f > done]
                     end = cfg.iterations if stop_after is None else min(end, cfg.iterations)
                     bar.total = cfg.iterations
                     bar.refresh()
