@@ -410,8 +410,8 @@ class Trainer:
         self, step_times: list[float], start: float, budget: float, cap: int, again=False
     ) -> TrainConfig:
         """Fix ``iterations`` (at most ``cap``) from the measured step time so the run ends
-        within ``budget`` seconds; ``again``: the second measurement, on the steps since the
-        probe (the cosine schedule stretches or shrinks to the new count from here).
+        within ``budget`` seconds; ``again``: a later measurement, on the steps since the last
+        fix (the cosine schedule stretches or shrinks to the new count from here).
 
         A checkpoint with plots is written (and timed) here, so the chosen schedule is on disk
         before the run goes on: a resumed run continues it exactly (it is not measured again).
