@@ -78,6 +78,8 @@ def fine_tune(
     schedule = dict(iterations=20000, time_budget_s=budget) if budget else dict(iterations=1)
     if iterations:
         schedule = dict(iterations=iterations)
+    if init == "scratch":  # --set prior_file=... names the prior the prior rows start from
+        overrides = {k: v for k, v in overrides.items() if k != "prior_file"}
     cfg = preset("fast", seed=1, init=init, checkpoint_every=10**9, **schedule, **overrides)
     trainer = Trainer(cfg, [noisy], psf, pixel_nm, workdir)
     trained = bool(budget or iterations)

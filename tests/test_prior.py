@@ -85,6 +85,8 @@ def test_another_prior_file_is_where_the_run_starts_and_the_model_names_it(sim, 
     assert meta.training["init"] == "2D prior facility_prior.pt, fine-tuned"
     with pytest.raises(InputError, match="missing.*give --prior a file written by"):
         trainer(sim, init="prior", prior_file=str(tmp_path / "absent.pt"))
+    with pytest.raises(InputError, match="--init scratch starts from random weights"):
+        preset("fast", init="scratch", prior_file=str(mine))
 
 
 def test_a_psf_outside_the_range_or_another_network_falls_back_or_is_refused(sim, caplog):

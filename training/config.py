@@ -176,6 +176,11 @@ class TrainConfig:
             )
         if self.init not in INITS:
             raise InputError(f"init must be one of {INITS}, not {self.init!r}")
+        if self.prior_file and self.init == "scratch":
+            raise InputError(
+                "--prior names a prior to start from, --init scratch starts from random "
+                "weights; leave one of them out"
+            )
         if self.sr_tail not in SR_TAILS:
             raise InputError(f"sr_tail must be one of {SR_TAILS}, not {self.sr_tail!r}")
         if self.upsample not in (1, 2):
