@@ -142,6 +142,7 @@ class Trainer:
         self.iteration = 0
         self.elapsed = 0.0
         self.cancelled = False
+        self._checkpoint_s = 0.0  # seconds a checkpoint with plots took (time budget)
         self.psf_sha256 = ""
         self.parity_crop = self._parity_crop(frames[0])
         if self.run_dir is not None:  # only once the inputs were accepted
@@ -413,19 +414,22 @@ class Trainer:
         within ``budget`` seconds; ``again``: a later measurement, on the steps since the last
         fix (the cosine schedule stretches or shrinks to the new count from here).
 
-        A checkpoint with plots is written (and timed) here, so the chosen schedule is on disk
-        before the run goes on: a resumed run continues it exactly (it is not measured again).
+        The first fix writes and times a checkpoint with plots (the later ones reuse that time),
+        and every fix saves the chosen schedule before the run goes on: a resumed run continues
+        it exactly (it is not measured again).
         """
         cfg = self.cfg
         # the probe's median leaves out its warm-up spikes; later, the mean counts the
         # occasional slow step as the time it costs (the median fell 2 % short over 180 s)
         step_s = float(np.mean(step_times) if again else np.median(step_times))
-        checkpoint_s = 0.0
-        if self.run_dir is not None:
-            tick = time.perf_counter()
-            self.save_checkpoint()
-            self.write_plots()
-            checkpoint_s = time.perf_counter() - tick
+        if not again:
+            self._checkpoint_s = 0.0
+            if self.run_dir is not None:
+                tick = time.perf_counter()
+                self.save_checkpoint()
+                self.write_plots()
+                self._checkpoint_s = time.perf_counter() - tick
+        checkpoint_s = self._checkpoint_s
         self.elapsed = time.perf_counter() - start
         iterations = budget_iterations(
             budget,
