@@ -9,8 +9,8 @@ from .config import TrainConfig
 #: Steps timed before a time budget fixes the iteration count (the first one, warm-up, excluded)
 PROBE_STEPS = 6
 #: Parts of the budget after which the step time is measured again (on the steps since the
-#: last measurement) and the iteration count fixed again: steps drift (0.195 s at the start of
-#: the demo's run, 0.235 s at its end on a bf16 CPU)
+#: last measurement) and the iteration count fixed again: the first steps can be slower and
+#: later steps drift (benchmarks/step_drift.py; RESULTS.md, "--time-budget")
 REMEASURE_AT = (0.25, 0.5, 0.75)
 
 
