@@ -55,6 +55,38 @@ def nuclei(tmp_path_factory):
     return image, psf
 
 
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """``train`` options for a tiny network (from scratch): for the tests of run folders and
+    resuming, where what the network is does not matter and its export is quick."""
+    from zsdeconvnet.training.config import preset
+
+    path = tmp_path_factory.mktemp("tiny") / "cfg.json"
+    preset(
+        "fast",
+        base_channels=4,
+        levels=3,
+        convs_per_level=1,
+        sr_channels=8,
+        patch_size=32,
+        pad_xy=8,
+        batch_size=2,
+        iterations=4,
+        init="scratch",
+    ).save(path)
+    return ["--config", str(path), "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def trained(nuclei, tmp_path_factory):
+    """One fast run on the nuclei, shared by the tests that only read it (export, adapt): its
+    model and run folder. Tests that train, resume or overwrite make their own."""
+    image, psf = nuclei
+    folder = tmp_path_factory.mktemp("trained")
+    assert run("train", image, "--psf", psf, "-o", folder / "m.onnx", *FAST).exit_code == 0
+    return folder / "m.onnx", folder / "m_training"
+
+
 def test_train_export_predict_on_a_real_image(nuclei, tmp_path):
     image, psf = nuclei
     model = tmp_path / "nuclei.onnx"
@@ -114,10 +146,10 @@ def test_train_export_predict_on_a_real_image(nuclei, tmp_path):
     assert result.exit_code == 0, result.output
 
 
-def test_resume_continues_a_run(nuclei, tmp_path):
+def test_resume_continues_a_run(nuclei, tiny, tmp_path):
     image, psf = nuclei
     model = tmp_path / "m.onnx"
-    assert run("train", image, "--psf", psf, "-o", model, *FAST).exit_code == 0
+    assert run("train", image, "--psf", psf, "-o", model, *tiny).exit_code == 0
     run_dir = tmp_path / "m_training"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a pid that no longer runs: what a run killed while writing leaves
@@ -163,15 +195,14 @@ def test_train_bad_inputs_are_one_line(nuclei, tmp_path):
     assert not (tmp_path / "m_training").exists() and not (tmp_path / "m.onnx").exists()
 
 
-def test_adapt_command_restores_every_frame(nuclei, tmp_path):
-    image, psf = nuclei
-    model = tmp_path / "m.onnx"
-    assert run("train", image, "--psf", psf, "-o", model, *FAST).exit_code == 0
+def test_adapt_command_restores_every_frame(nuclei, trained, tmp_path):
+    image, _ = nuclei
+    _, run_dir = trained
     movie = tmp_path / "movie.tif"
     frames = np.stack([tifffile.imread(image)[:128, :128]] * 2)
     write_tiff(movie, frames, "TYX", {"X": 325.0, "Y": 325.0})
     out = tmp_path / "movie_sr.tif"
-    result = run("adapt", tmp_path / "m_training", movie, "-o", out, "--iterations", "2")
+    result = run("adapt", run_dir, movie, "-o", out, "--iterations", "2")
     assert result.exit_code == 0, result.output
     sr = read_image(out)
     assert sr.axes == "TYX" and sr.data.shape == (2, 256, 256)
@@ -263,10 +294,9 @@ KERNELS = int8_kernels().replace(" ", "-")
 @pytest.mark.parametrize(
     "kind", [pytest.param("int8", id=f"int8-on-{KERNELS}"), pytest.param("fp16", id="fp16")]
 )
-def test_reduced_precision_export_is_gated_on_psnr_against_fp32(nuclei, tmp_path, kind):
-    image, psf = nuclei
-    assert run("train", image, "--psf", psf, "-o", tmp_path / "m.onnx", *FAST).exit_code == 0
-    run_dir = tmp_path / "m_training"
+def test_reduced_precision_export_is_gated_on_psnr_against_fp32(nuclei, trained, tmp_path, kind):
+    image, _ = nuclei
+    model, run_dir = trained
     refused = run(
         "export", run_dir, "-o", tmp_path / "q.onnx", "--quantize", kind, "--min-psnr", "200"
     )
@@ -286,7 +316,7 @@ def test_reduced_precision_export_is_gated_on_psnr_against_fp32(nuclei, tmp_path
     out = tmp_path / "q_sr.tif"
     assert run("predict", tmp_path / "q.onnx", image, "-o", out, "--quiet").exit_code == 0
     fp32 = tmp_path / "f_sr.tif"
-    assert run("predict", tmp_path / "m.onnx", image, "-o", fp32, "--quiet").exit_code == 0
+    assert run("predict", model, image, "-o", fp32, "--quiet").exit_code == 0
     a, b = tifffile.imread(fp32), tifffile.imread(out)
     assert b.dtype == np.float32
     # the gate is on calibration tiles; the whole padded, stitched image of a 4-iteration model
@@ -392,28 +422,27 @@ def test_3d_end_to_end_on_a_real_shipped_stack(tmp_path):
     assert sr.pixel_size_nm["X"] == pytest.approx(100.0, rel=1e-4)
 
 
-def test_a_new_run_never_mixes_into_an_old_run_folder(nuclei, tmp_path):
+def test_a_new_run_never_mixes_into_an_old_run_folder(nuclei, tiny, tmp_path):
     image, psf = nuclei
     model = tmp_path / "m.onnx"
-    assert run("train", image, "--psf", psf, "-o", model, *FAST).exit_code == 0
+    assert run("train", image, "--psf", psf, "-o", model, *tiny).exit_code == 0
     model.unlink()  # as if the first run had been killed before its export
-    again = run("train", image, "--psf", psf, "-o", model, *FAST)
+    again = run("train", image, "--psf", psf, "-o", model, *tiny)
     assert again.exit_code == 2 and "--resume" in again.output
-    fresh = run("train", image, "--psf", psf, "-o", model, "--overwrite", *FAST)
+    fresh = run("train", image, "--psf", psf, "-o", model, "--overwrite", *tiny)
     assert fresh.exit_code == 0, fresh.output
     rows = (tmp_path / "m_training" / "loss.csv").read_text().splitlines()
     assert len(rows) == 5  # header + 4 iterations of the new run only
 
 
-def test_bioimageio_package_passes_bioimageio_core_test(nuclei, tmp_path):
+def test_bioimageio_package_passes_bioimageio_core_test(trained, tmp_path):
     pytest.importorskip("bioimageio.core", reason="the dev extra installs bioimageio.core")
     from bioimageio.core import test_model
     from bioimageio.spec import load_model_description
 
-    image, psf = nuclei
-    assert run("train", image, "--psf", psf, "-o", tmp_path / "m.onnx", *FAST).exit_code == 0
+    model, run_dir = trained
     package = tmp_path / "m.bioimageio.zip"
-    result = run("export", tmp_path / "m_training", "--bioimageio", package)
+    result = run("export", run_dir, "--bioimageio", package)
     assert result.exit_code == 0, result.output
     summary = test_model(str(package))
     assert summary.status == "passed", [e.msg for d in summary.details for e in d.errors]
@@ -421,19 +450,16 @@ def test_bioimageio_package_passes_bioimageio_core_test(nuclei, tmp_path):
     (out,) = [o for o in descr.outputs if o.id == "deconvolved"]
     y_in = descr.inputs[0].axes[2]
     assert out.axes[2].scale == y_in.scale / 2 and out.axes[2].unit == "nanometer"
-    assert out.axes[2].halo == 2 * Model(tmp_path / "m.onnx", provider="cpu").metadata.halo[0]
+    assert out.axes[2].halo == 2 * Model(model, provider="cpu").metadata.halo[0]
     assert "scale_range" in [step.id for step in descr.inputs[0].preprocessing]
     assert descr.config.model_dump()["zsdeconvnet"]["zsdeconvnet.psf"]
 
 
-def test_bioimageio_export_needs_an_output_and_refuses_quantisation(nuclei, tmp_path):
-    image, psf = nuclei
-    assert run("train", image, "--psf", psf, "-o", tmp_path / "m.onnx", *FAST).exit_code == 0
-    nothing = run("export", tmp_path / "m_training")
+def test_bioimageio_export_needs_an_output_and_refuses_quantisation(trained, tmp_path):
+    _, run_dir = trained
+    nothing = run("export", run_dir)
     assert nothing.exit_code == 2 and "--bioimageio" in nothing.output
-    both = run(
-        "export", tmp_path / "m_training", "--bioimageio", tmp_path / "p.zip", "--quantize", "int8"
-    )
+    both = run("export", run_dir, "--bioimageio", tmp_path / "p.zip", "--quantize", "int8")
     assert both.exit_code == 2 and not (tmp_path / "p.zip").exists()
 
 
