@@ -16,9 +16,11 @@ venv: $(STAMP)
 # --no-compile: Python compiles what it imports on first use instead of every file of every
 # package now (torch alone: 47 s -> 15 s to install; timed by hand, 2 cores, AMD EPYC avx2 fma).
 # That cache only works where Python may write it: a PYTHONDONTWRITEBYTECODE left in the
-# environment (this project's CI machines set it) made every process compile torch's imports
-# again, 4.4 s of a 16.6 s `train` run (session 19, AMD EPYC avx512_bf16), so make lets it write.
+# environment (set on the development machines, so likely on CI's, which are like them) made
+# every process compile torch's imports again, 4.4 s of a 16.6 s `train` run (session 19, AMD
+# EPYC avx512_bf16), and the test suite starts dozens of processes; so make lets it write.
 unexport PYTHONDONTWRITEBYTECODE
+
 $(STAMP_TRAIN): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --no-compile --upgrade pip
