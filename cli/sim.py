@@ -109,13 +109,13 @@ def sim_recorrupt(raw, output, pairs, seed, phases, background, overwrite):
     """
     from ..training.config import preset
     from ..training.datasim import recorrupted_sets
-    from ..training.recorrupt import estimate_noise
+    from ..training.recorrupt import noise_models
 
     if pairs < 1:
         raise InputError(f"--pairs must be positive, got {pairs}")
     stack, sizes = load_sim_stack(raw, phases)
     cfg = preset("paper", mode="sim2d", background=background, seed=seed)
-    noise = estimate_noise(stack[0], background, cfg.gain)
+    (noise,) = noise_models([stack[0]], background, cfg.gain)
     output.mkdir(parents=True, exist_ok=True)
     names = [
         output / f"pair_{j:03d}_{kind}.tif" for j in range(pairs) for kind in ("input", "target")

@@ -97,6 +97,13 @@ MAX_BUDGET_ITERATIONS = 20_000
     default=None,
     help="Camera background/offset (ADU); estimated when not given.",
 )
+@click.option(
+    "--gain",
+    type=click.FloatRange(min=1e-6, max=1e6),
+    default=None,
+    help="Camera gain (ADU per photo-electron): how fast the noise grows with the signal. "
+    "Measured from the image's noise when not given (1 where it cannot be).",
+)
 @click.option("--channel", type=int, default=None, help="Channel of multi-channel files.")
 @click.option(
     "--mode",
@@ -165,6 +172,7 @@ def train(
     pixel_size,
     psf_pixel_size,
     background,
+    gain,
     channel,
     mode,
     z_step,
@@ -219,6 +227,7 @@ def train(
         pixel_size_nm=pixel_size,
         psf_pixel_size_nm=psf_pixel_size,
         background=background,
+        gain=gain,
         channel=channel,
         batch_size=batch_size,
         patch_size=patch_size,

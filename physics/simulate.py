@@ -26,6 +26,9 @@ from ..runtime.errors import InputError
 from ..runtime.io import write_tiff
 from .optics import pupil_psf, z_positions
 
+#: The simulated camera's gain (ADU per photo-electron)
+GAIN = 1.0
+
 STRUCTURES = ("filaments", "puncta", "mixed", "beads", "sheets", "nuclei", "membranes", "empty")
 #: Structures drawn in 2D only (sheets need a volume; nuclei and cell outlines are drawn flat)
 FLAT_ONLY = ("nuclei", "membranes")

@@ -12,6 +12,7 @@ import onnx
 import pytest
 import tifffile
 from click.testing import CliRunner
+from tiny_models import TINY_NET
 from zsdeconvnet.cli.main import main
 from zsdeconvnet.runtime.io import read_image, write_tiff
 from zsdeconvnet.runtime.model import Model
@@ -62,18 +63,7 @@ def tiny(tmp_path_factory):
     from zsdeconvnet.training.config import preset
 
     path = tmp_path_factory.mktemp("tiny") / "cfg.json"
-    preset(
-        "fast",
-        base_channels=4,
-        levels=3,
-        convs_per_level=1,
-        sr_channels=8,
-        patch_size=32,
-        pad_xy=8,
-        batch_size=2,
-        iterations=4,
-        init="scratch",
-    ).save(path)
+    preset("fast", **TINY_NET, iterations=4, init="scratch").save(path)
     return ["--config", str(path), "--quiet"]
 
 
@@ -114,6 +104,9 @@ def test_train_export_predict_on_a_real_image(nuclei, tmp_path):
     assert meta.input_pixel_size_nm == (325.0, 325.0) and meta.output_pixel_size_nm == (162.5,) * 2
     assert meta.training["iterations"] == 4 and meta.training["seed"] == 1
     assert meta.training["init"] == "2D prior, fine-tuned" and "from the 2D prior" in result.output
+    # recorruption's gain: measured from the image's noise unless --gain sets it
+    assert meta.training["gain_source"] in ("measured", "assumed") and meta.training["gain"] > 0
+    assert "ADU per photo-electron" in result.output
     assert json.loads((run_dir / "config.json").read_text())["init"] == "prior"
     assert len(meta.psf["sha256"]) == 64
     out = tmp_path / "sr.tif"
@@ -224,13 +217,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(nuclei, tmp_path):
     image, psf = nuclei
     cfg = preset(
         "fast",
-        base_channels=4,
-        levels=3,
-        convs_per_level=1,
-        sr_channels=8,
-        patch_size=32,
-        pad_xy=8,
-        batch_size=2,
+        **TINY_NET,
         iterations=150,
         checkpoint_every=15,
         seed=5,

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny_models import TINY_NET
 from torch.nn import functional as F
 from zsdeconvnet.physics.optics import pupil_psf
 from zsdeconvnet.physics.psf import check_psf
@@ -18,13 +19,7 @@ from zsdeconvnet.training.trainer import Trainer, load_checkpoint, sr_psf
 from zsdeconvnet.training.unet2d import ZSDeconvNet2D, model_halo
 
 TINY = dict(
-    base_channels=4,
-    levels=3,
-    convs_per_level=1,
-    sr_channels=8,
-    patch_size=32,
-    pad_xy=8,
-    batch_size=2,
+    **TINY_NET,
     lr=1e-3,
     schedule="cosine",
     checkpoint_every=5,

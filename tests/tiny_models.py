@@ -14,6 +14,17 @@ from torch import nn
 from zsdeconvnet.export.onnx import export_model
 from zsdeconvnet.runtime.metadata import ModelMetadata
 
+#: The smallest ZS-DeconvNet the trainer runs (config fields over the ``fast`` preset): for
+#: tests of training mechanics, where what the network learns does not matter.
+TINY_NET = dict(
+    base_channels=4,
+    levels=3,
+    convs_per_level=1,
+    sr_channels=8,
+    patch_size=32,
+    pad_xy=8,
+    batch_size=2,
+)
 #: A halo that covers the tiny networks' receptive field (measured in test_tiling).
 HALO = 10
 #: The same for the two-stage tiny networks (two tiny networks one after the other)

@@ -39,7 +39,9 @@ class TrainConfig:
     pixel_size_nm: float | None = None
     psf_pixel_size_nm: float | None = None
     background: float | None = None  # camera offset (ADU); estimated when None
-    gain: float = 1.0  # ADU per photo-electron: centres beta1's range
+    # camera gain (ADU per photo-electron), the centre of beta1's range; when None, measured
+    # from the training images' noise (physics/noise.py), 1 (the paper's) where it cannot be
+    gain: float | None = None
     norm_low: float = 0.0
     norm_high: float = 99.9
     # recorruption (alpha, beta1 ~ U[range]; beta2 ~ estimate * U[range])
@@ -264,6 +266,7 @@ BOUNDS = {
     "sim_phases": (1, 64),
     "threads": (1, 4096),
     "channel": (0, 4096),
+    "gain": (1e-6, 1e6),
 }
 
 

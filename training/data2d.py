@@ -18,7 +18,7 @@ from scipy.ndimage import gaussian_filter, rotate
 from ..runtime.errors import InputError
 from .config import TrainConfig
 from .pairs_torch import PairDraw
-from .recorrupt import NoiseModel, estimate_noise, recorrupt
+from .recorrupt import NoiseModel, noise_models, recorrupt
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,7 @@ class PatchSampler:
                     f"({cfg.patch_size} px); use --patch-size {self._fit(min(f.shape))} or larger "
                     "images"
                 )
-        self.noise: list[NoiseModel] = [
-            estimate_noise(f, cfg.background, cfg.gain) for f in self.frames
-        ]
+        self.noise: list[NoiseModel] = noise_models(self.frames, cfg.background, cfg.gain)
         self.ranges = [
             tuple(float(v) for v in np.percentile(f, [cfg.norm_low, cfg.norm_high]))
             for f in self.frames
@@ -91,7 +89,7 @@ class PatchSampler:
             window,
             self.noise[k],
             alpha=rng.uniform(*cfg.alpha_range),
-            beta1=cfg.gain * rng.uniform(*cfg.beta1_range),
+            beta1=self.noise[k].gain * rng.uniform(*cfg.beta1_range),
             beta2_scale=rng.uniform(*cfg.beta2_scale_range),
             rng=rng,
         )
@@ -111,7 +109,7 @@ class PatchSampler:
             noise=self.noise[k],
             value_range=self.ranges[k],
             alpha=rng.uniform(*cfg.alpha_range),
-            beta1=cfg.gain * rng.uniform(*cfg.beta1_range),
+            beta1=self.noise[k].gain * rng.uniform(*cfg.beta1_range),
             beta2_scale=rng.uniform(*cfg.beta2_scale_range),
             angle=rng.uniform(0, 360) if cfg.rotation else 0.0,
             turns=int(rng.integers(4)),

@@ -39,7 +39,7 @@ from .data2d import (
     stack_pairs,
     window_size,
 )
-from .recorrupt import NoiseModel, estimate_noise, recorrupt
+from .recorrupt import NoiseModel, noise_models, recorrupt
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class SIMAcquisition:
     def prepare(cls, raw: np.ndarray, psf: np.ndarray, cfg: TrainConfig) -> SIMAcquisition:
         """Estimate noise and pattern, and reconstruct the raw data conventionally."""
         raw = np.asarray(raw, np.float32)
-        noise = estimate_noise(raw[0], cfg.background, cfg.gain)
+        (noise,) = noise_models([raw[0]], cfg.background, cfg.gain)
         params = estimate_parameters(raw, psf, cfg.sim_phases, noise.background)
         recon = reconstruct(raw, psf, params, cfg.sim_wiener, noise.background)
         return cls(raw, psf, params, noise, recon)
@@ -82,7 +82,7 @@ def recorrupted_sets(
         raw,
         noise,
         alpha=rng.uniform(*cfg.alpha_range),
-        beta1=cfg.gain * rng.uniform(*cfg.beta1_range),
+        beta1=noise.gain * rng.uniform(*cfg.beta1_range),
         beta2_scale=rng.uniform(*cfg.beta2_scale_range),
         rng=rng,
     )

@@ -63,11 +63,21 @@ def metadata_from_state(state: dict, cfg: TrainConfig) -> ModelMetadata:
             "train_seconds": round(float(state.get("elapsed", 0.0)), 1),
             "background_adu": [round(n[0], 3) for n in noise],
             "beta2": [round(n[1], 4) for n in noise],
+            **_gain_summary(state),
             "software": f"zsdeconvnet {__version__}",
             "date": datetime.date.today().isoformat(),
         },
         channel=cfg.channel,
     )
+
+
+def _gain_summary(state: dict) -> dict:
+    """The camera gain recorruption used (ADU per photo-electron) and where it came from;
+    nothing for runs without recorruption (3D) or from before it was recorded."""
+    noise = state.get("noise", [])
+    if not noise or len(noise[0]) < 3:
+        return {}
+    return {"gain": round(float(noise[0][2]), 4), "gain_source": state.get("gain_source", "")}
 
 
 def _init_summary(cfg: TrainConfig) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..physics.optics import pupil_psf
 from ..physics.psf import check_psf, fwhm_px
-from ..physics.simulate import SimulationConfig, simulate
+from ..physics.simulate import GAIN, SimulationConfig, simulate
 from .config import TrainConfig
 from .data2d import PatchSampler
 from .trainer import sr_psf
@@ -107,7 +107,8 @@ class Acquisition:
         self.sim = sim
         self.psf = check_psf(images["psf"], (sim.pixel_nm, sim.pixel_nm), 2)
         self.noisy = images["noisy"].astype(np.float32)
-        self.sampler = PatchSampler([self.noisy], cfg, rng)
+        # the simulated camera's gain is known: no need to measure it per acquisition
+        self.sampler = PatchSampler([self.noisy], cfg.replace(gain=GAIN), rng)
         self.kernel = sr_psf(self.psf, sim.pixel_nm, cfg).data
         self.fwhm_sr = fwhm_px(self.kernel)  # the width a prior's range is stated in
 

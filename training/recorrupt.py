@@ -24,13 +24,57 @@ MIN_BACKGROUND_PIXELS = 500
 
 @dataclass(frozen=True)
 class NoiseModel:
-    """Camera noise parameters estimated from the image (ADU)."""
+    """Camera noise parameters (ADU): ``background`` and ``beta2`` estimated from the image,
+    ``gain`` (ADU per photo-electron, beta1's centre) and where it came from: ``set`` (by the
+    user), ``measured`` (from the images' noise) or ``assumed`` (1: it could not be measured)."""
 
     background: float
     beta2: float
+    gain: float = 1.0
+    gain_source: str = "set"
 
     def describe(self) -> str:
-        return f"background {self.background:.4g} ADU, read-noise variance beta2 {self.beta2:.4g}"
+        return (
+            f"background {self.background:.4g} ADU, read-noise variance beta2 {self.beta2:.4g}, "
+            f"gain {self.gain:.3g} ADU per photo-electron ({self.gain_source})"
+        )
+
+
+#: A gain set by the user this many times off the measured one (either way) gets a warning
+GAIN_MISMATCH = 3.0
+
+
+def resolve_gain(frames: list[np.ndarray], gain: float | None) -> tuple[float, str]:
+    """The gain recorruption uses and where it came from (see :class:`NoiseModel`).
+
+    ``gain`` when it is set (with a warning when the frames' noise says otherwise by more than
+    ``GAIN_MISMATCH`` times); else measured from the noise of all ``frames`` together (one
+    camera: :func:`physics.noise.estimate_gain`); else 1 ADU per photo-electron, the paper's
+    assumption, with the reason logged. Why it matters: recorruption adds noise of variance
+    ``gain x signal``; with a gain 100x too low (a camera at high gain, a rescaled image) it
+    adds a tenth of the noise the image has, and the network learns to keep the noise.
+    """
+    from ..physics.noise import estimate_gain
+
+    found = estimate_gain(frames)
+    if gain is not None:
+        ratio = found.gain / gain if found.reliable else 1.0
+        if not 1 / GAIN_MISMATCH <= ratio <= GAIN_MISMATCH:
+            log.warning(
+                "gain %.3g ADU per photo-electron is set, but the image's noise says %s: "
+                "leave --gain out to use the measured one",
+                gain,
+                found.describe(),
+            )
+        return float(gain), "set"
+    if found.reliable:
+        return found.gain, "measured"
+    log.warning(
+        "the camera gain could not be measured from the image (%s); assuming 1 ADU per "
+        "photo-electron: give --gain if you know it",
+        found.reason,
+    )
+    return 1.0, "assumed"
 
 
 def local_mean(y: np.ndarray) -> np.ndarray:
@@ -39,7 +83,9 @@ def local_mean(y: np.ndarray) -> np.ndarray:
     return uniform_filter(np.asarray(y, np.float64), size=size, mode="reflect")
 
 
-def estimate_noise(y: np.ndarray, background: float | None = None, gain: float = 1.0) -> NoiseModel:
+def estimate_noise(
+    y: np.ndarray, background: float | None = None, gain: float = 1.0, gain_source: str = "set"
+) -> NoiseModel:
     """Estimate the camera background ``b`` (if not given) and ``beta2`` from background pixels.
 
     Background pixels are where the smoothed image, normalised to its range, is below 0.5 %
@@ -62,7 +108,16 @@ def estimate_noise(y: np.ndarray, background: float | None = None, gain: float =
     b = bg_mean if background is None else float(background)
     beta2 = float((residual[mask] ** 2).mean()) * 25.0 / 24.0 - gain * max(bg_mean - b, 0.0)
     beta2 = max(beta2, 1e-6 * max(hi - lo, 1e-12) ** 2)
-    return NoiseModel(background=b, beta2=beta2)
+    return NoiseModel(background=b, beta2=beta2, gain=gain, gain_source=gain_source)
+
+
+def noise_models(
+    frames: list[np.ndarray], background: float | None, gain: float | None
+) -> list[NoiseModel]:
+    """One :class:`NoiseModel` per ``YX`` frame (camera background and ``beta2`` of each), with
+    the gain of all of them together (:func:`resolve_gain`: one camera)."""
+    resolved = resolve_gain(frames, gain)
+    return [estimate_noise(f, background, *resolved) for f in frames]
 
 
 def recorrupt(

@@ -184,7 +184,8 @@ class Trainer:
             "psf_pixel_size_nm": list(self.psf.pixel_size_nm),
             "psf_source": self.psf.source,
             "psf_sha256": self.psf_sha256,
-            "noise": [[n.background, n.beta2] for n in self.sampler.noise],
+            "noise": [[n.background, n.beta2, n.gain] for n in self.sampler.noise],
+            "gain_source": self.sampler.noise[0].gain_source if self.sampler.noise else "",
             "parity_crop": torch.from_numpy(self.parity_crop),
         }
 
