@@ -13,6 +13,7 @@ photons break that. Two parts, printed as tables (``--jsonl`` keeps the rows):
    truth (the protocol normalises, so the gain's scale does not enter the score).
 
     python benchmarks/gain.py --iterations 113 --jsonl results/gain.jsonl
+    python benchmarks/gain.py --skip-accuracy --init scratch --iterations 400 --gains 150
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jsonl", type=Path, default=None)
     parser.add_argument("--skip-effect", action="store_true", help="part 1 only")
+    parser.add_argument("--skip-accuracy", action="store_true", help="part 2 only")
+    parser.add_argument("--init", default="prior", help="part 2: prior or scratch")
+    parser.add_argument("--cases", nargs="*", default=EFFECT_CASES, help="part 2's cases")
+    parser.add_argument("--gains", nargs="*", type=float, default=EFFECT_GAINS, help="part 2")
     args = parser.parse_args()
     out = args.jsonl.open("a") if args.jsonl else None
 
@@ -68,9 +73,17 @@ def main() -> None:
             out.flush()
 
     print(f"# {machine()}; seed {args.seed}")
+    if not args.skip_accuracy:
+        accuracy(args.seed, keep)
+    if not args.skip_effect:
+        effect(args, keep)
+
+
+def accuracy(seed: int, keep) -> None:
+    """Part 1: measured / true gain on simulated cameras, then the real images' readings."""
     print("\n## measured / true gain (camera gains " + ", ".join(f"{g:g}" for g in GAINS) + ")")
     for case in ACCURACY_CASES:
-        _, images = make_case(case, args.seed)
+        _, images = make_case(case, seed)
         cells = []
         for gain in GAINS:
             found = estimate_gain(recorded(images, gain))
@@ -91,27 +104,29 @@ def main() -> None:
         print(f"{name:24s} {found.describe()}", flush=True)
         keep({"part": "real", "image": name, "gain": found.gain, "error": found.error,
               "reliable": found.reliable, "reason": found.reason})  # fmt: skip
-    if args.skip_effect:
-        return
 
-    print(f"\n## prior + {args.iterations} iterations: gain measured against assumed 1")
+
+def effect(args, keep) -> None:
+    """Part 2: fine-tuned with the measured gain against the paper's assumed 1."""
+    print(f"\n## {args.init} + {args.iterations} iterations: gain measured against assumed 1")
     print(f"{'case':14s} {'camera gain':>11s} {'measured':>9s} {'PSNR / SSIM, measured':>22s} "
           f"{'PSNR / SSIM, assumed 1':>23s}")  # fmt: skip
-    for case in EFFECT_CASES:
+    for case in args.cases:
         sim, images = make_case(case, args.seed)
         psf = check_psf(simulate_psf(sim), (sim.pixel_nm, sim.pixel_nm), 2)
-        for gain in EFFECT_GAINS:
+        for gain in args.gains:
             noisy = recorded(images, gain)
             found = estimate_gain(noisy)
             scores = {}
             for label, override in (("measured", {}), ("assumed 1", {"gain": 1.0})):
                 with tempfile.TemporaryDirectory() as tmp:
                     run = fine_tune(
-                        noisy, psf, sim.pixel_nm, "prior", 0, override, Path(tmp),
+                        noisy, psf, sim.pixel_nm, args.init, 0, override, Path(tmp),
                         iterations=args.iterations,
                     )  # fmt: skip
                 scores[label] = score(run["output"], images["reference"], sim, None)
-                keep({"part": "effect", "case": case, "camera_gain": gain, "gain": label,
+                keep({"part": "effect", "init": args.init, "case": case, "camera_gain": gain,
+                      "gain": label, "iterations": args.iterations,
                       "measured": found.gain, **scores[label]})  # fmt: skip
             a, b = scores["measured"], scores["assumed 1"]
             print(

@@ -37,6 +37,10 @@ KERNEL = np.outer([1.0, -2.0, 1.0], [1.0, -2.0, 1.0]) / 6.0
 BINS = 16
 #: Bins are at least this many times as wide as the scatter of a flat region's 5x5 mean
 BIN_WIDTH = 8.0
+#: Integer data whose dark noise (standard deviation, ADU) is below this are not measured: the
+#: rounding to integers then shapes the noise (a simulated camera at 0.1 ADU per electron read
+#: 3.2x its gain)
+MIN_INTEGER_NOISE = 1.0
 #: Fewest samples in a bin for it to count
 MIN_BIN = 200
 #: Fewest samples in the image for a measurement
@@ -120,6 +124,14 @@ def estimate_gain(images: np.ndarray | Sequence[np.ndarray], bins: int = BINS) -
     # background is about one bin. The scatter: the darkest fifth's noise over 5 (25 pixels).
     dark = noise[mean <= np.quantile(mean, 0.2)]
     scatter = MAD_TO_SD * np.median(np.abs(dark - np.median(dark))) / 5.0
+    integers = all(np.array_equal(p, np.round(p)) for p in planes)
+    if integers and 5.0 * scatter < MIN_INTEGER_NOISE:
+        return GainEstimate(
+            float("nan"),
+            float("inf"),
+            0.0,
+            f"the noise ({5 * scatter:.2g} ADU) is too close to the data's integer step",
+        )
     lo, hi = np.quantile(mean, [0.005, 0.999])
     width = max((hi - lo) / bins, BIN_WIDTH * scatter, 1e-12)
     which = np.floor((mean - lo) / width).astype(int)
@@ -136,10 +148,12 @@ def estimate_gain(images: np.ndarray | Sequence[np.ndarray], bins: int = BINS) -
         sd = MAD_TO_SD * np.median(np.abs(n - centre))
         n = n[np.abs(n - centre) <= CLIP * max(sd, 1e-12)]
         var = float(np.mean((n - centre) ** 2))
+        if var <= 0:  # noise below the data's quantisation step: nothing to read here
+            continue
         centres.append(mean[which == b].mean())
         variances.append(var)
         # a variance from n Gaussian samples has a standard error of var * sqrt(2 / n)
-        weights.append(n.size / max(var, 1e-12) ** 2)
+        weights.append(n.size / var**2)
     centres, variances, weights = map(np.asarray, (centres, variances, weights))
     span = float(centres.max() - centres.min()) if centres.size else 0.0
     if centres.size < 4 or span <= 0:
