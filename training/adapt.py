@@ -67,6 +67,9 @@ def adapt_and_restore(
     """
     state = load_checkpoint(checkpoint)
     cfg = TrainConfig.from_json(state["config"])
+    noise = state.get("noise", [])
+    if cfg.gain is None and noise and len(noise[0]) >= 3:  # the camera the training measured
+        cfg = cfg.replace(gain=float(noise[0][2]))
     psf = PSF(state["psf"].numpy(), tuple(state["psf_pixel_size_nm"]), state.get("psf_source", ""))
     metadata = metadata_from_state(state, cfg)
     options = options or PredictOptions(progress=False)
