@@ -17,8 +17,9 @@ venv: $(STAMP)
 # package now (torch alone: 47 s -> 15 s to install; timed by hand, 2 cores, AMD EPYC avx2 fma).
 # That cache only works where Python may write it: a PYTHONDONTWRITEBYTECODE left in the
 # environment (set on the development machines, so likely on CI's, which are like them) made
-# every process compile torch's imports again, 4.4 s of a 16.6 s `train` run (session 19, AMD
-# EPYC avx512_bf16), and the test suite starts dozens of processes; so make lets it write.
+# every process compile torch's imports again, 4.4 s of a 16.6 s `train` run (timed by hand,
+# session 19, AMD EPYC avx512_bf16), and the test suite starts dozens of processes; so make
+# lets it write.
 unexport PYTHONDONTWRITEBYTECODE
 
 $(STAMP_TRAIN): pyproject.toml Makefile

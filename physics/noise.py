@@ -38,8 +38,8 @@ BINS = 16
 #: Bins are at least this many times as wide as the scatter of a flat region's 5x5 mean
 BIN_WIDTH = 8.0
 #: Integer data whose dark noise (standard deviation, ADU) is below this are not measured: the
-#: rounding to integers then shapes the noise (a simulated camera at 0.1 ADU per electron read
-#: 3.2x its gain)
+#: rounding to integers then shapes the noise (in a check while building this, not kept as a
+#: script, a simulated camera at 0.1 ADU per electron read 3.2x its gain)
 MIN_INTEGER_NOISE = 1.0
 #: Fewest samples in a bin for it to count
 MIN_BIN = 200
@@ -119,8 +119,9 @@ def estimate_gain(images: np.ndarray | Sequence[np.ndarray], bins: int = BINS) -
         return GainEstimate(float("nan"), float("inf"), 0.0, f"under {MIN_SAMPLES} pixels")
     # Bins of equal width, and at least BIN_WIDTH times the scatter of a flat region's 5x5
     # mean: that scatter is partly read noise, which the noise samples' variance does not
-    # follow, so bins cutting it into steps see a flatter curve than the true one (the slope
-    # fell to 0.4-0.8 of a known gain on simulated beads and empty fields); this way the
+    # follow, so bins cutting it into steps see a flatter curve than the true one (in checks
+    # while building this, not kept as scripts, the slope fell to 0.4-0.8 of a known gain on
+    # simulated beads and empty fields); this way the
     # background is about one bin. The scatter: the darkest fifth's noise over 5 (25 pixels).
     dark = noise[mean <= np.quantile(mean, 0.2)]
     scatter = MAD_TO_SD * np.median(np.abs(dark - np.median(dark))) / 5.0
@@ -142,7 +143,8 @@ def estimate_gain(images: np.ndarray | Sequence[np.ndarray], bins: int = BINS) -
             continue
         # the variance of the samples within CLIP robust deviations: the median absolute
         # deviation alone reads a bin's mixture of variances (pixels of equal mean on a peak
-        # and on a flank) low, 0.85 of a known gain on simulated blobs; clipping drops the
+        # and on a flank) low (0.85 of a known gain on simulated blobs, in a check while
+        # building this); clipping drops the
         # few samples that structure still leaks into
         centre = np.median(n)
         sd = MAD_TO_SD * np.median(np.abs(n - centre))
