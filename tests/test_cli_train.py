@@ -550,3 +550,17 @@ def test_time_budget_fixes_the_schedule_and_the_run_keeps_it(nuclei, tmp_path):
     assert int(rows[-1].split(",")[0]) == chosen >= 6  # probe steps always run
     meta = Model(out, provider="cpu").metadata
     assert meta.training["iterations"] == meta.training["planned_iterations"] == chosen
+
+
+def test_gain_option_is_used_and_recorded(nuclei, tiny, tmp_path):
+    """``--gain`` sets recorruption's gain (the model's metadata says so); without it the
+    image's own noise decides (see tests/test_gain.py)."""
+    image, psf = nuclei
+    model = tmp_path / "m.onnx"
+    result = run("train", image, "--psf", psf, "-o", model, "--gain", "2.5", *tiny)
+    assert result.exit_code == 0, result.output
+    assert "gain 2.5 ADU per photo-electron (set)" in result.output
+    training = Model(model, provider="cpu").metadata.training
+    assert training["gain"] == 2.5 and training["gain_source"] == "set"
+    refused = run("train", image, "--psf", psf, "-o", tmp_path / "n.onnx", "--gain", "0", *tiny)
+    assert refused.exit_code == 2 and "--gain" in refused.output
