@@ -14,6 +14,11 @@ photons break that. Two parts, printed as tables (``--jsonl`` keeps the rows):
 
     python benchmarks/gain.py --iterations 113 --jsonl results/gain.jsonl
     python benchmarks/gain.py --skip-accuracy --init scratch --iterations 400 --gains 150
+    python benchmarks/gain.py --skip-accuracy --skip-effect --png docs/images/gain_real_images.png
+
+``--png`` also draws the two real images (stardist's, a plane of the napari nuclei; the optics
+``prior_real_images.py`` assumes) restored by the prior fine-tuned 35 iterations with the gain
+assumed 1 and with it measured (central crops, each panel on its own 0.5-99.8 % range).
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ def main() -> None:
     parser.add_argument("--init", default="prior", help="part 2: prior or scratch")
     parser.add_argument("--cases", nargs="*", default=EFFECT_CASES, help="part 2's cases")
     parser.add_argument("--gains", nargs="*", type=float, default=EFFECT_GAINS, help="part 2")
+    parser.add_argument("--png", type=Path, default=None, help="figure of the real images")
     args = parser.parse_args()
     out = args.jsonl.open("a") if args.jsonl else None
 
@@ -77,6 +83,33 @@ def main() -> None:
         accuracy(args.seed, keep)
     if not args.skip_effect:
         effect(args, keep)
+    if args.png:
+        picture(args.png)
+
+
+def picture(png: Path) -> None:
+    """The real images restored with the gain assumed 1 and measured (35 iterations each)."""
+    from prior_real_images import OPTICS, images, plot
+    from zsdeconvnet.physics.optics import make_psf
+
+    px = OPTICS["pixel_nm"]
+    data = make_psf(
+        "pupil", 9, px, OPTICS["na"], OPTICS["wavelength_nm"], OPTICS["refractive_index"]
+    )
+    psf = check_psf(data[0], (px, px), 2)
+    rows = []
+    for name, (raw, pure_noise) in images(1).items():
+        if pure_noise:
+            continue
+        row = [("raw", raw, 1)]
+        for label, override in (("gain 1 assumed", {"gain": 1.0}), ("gain measured", {})):
+            with tempfile.TemporaryDirectory() as tmp:
+                run = fine_tune(raw, psf, px, "prior", 0, override, Path(tmp), iterations=35)
+            found = estimate_gain(raw).gain if not override else 1.0
+            row.append((f"prior + 35 it., {label} ({found:.3g})", run["output"], 2))
+        rows.append((name, row))
+    plot(rows, png)
+    print(f"wrote {png}")
 
 
 def accuracy(seed: int, keep) -> None:
