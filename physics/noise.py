@@ -121,8 +121,8 @@ def estimate_gain(images: np.ndarray | Sequence[np.ndarray], bins: int = BINS) -
     # mean: that scatter is partly read noise, which the noise samples' variance does not
     # follow, so bins cutting it into steps see a flatter curve than the true one (in checks
     # while building this, not kept as scripts, the slope fell to 0.4-0.8 of a known gain on
-    # simulated beads and empty fields); this way the
-    # background is about one bin. The scatter: the darkest fifth's noise over 5 (25 pixels).
+    # simulated beads and empty fields); this way the background is about one bin. The
+    # scatter: the darkest fifth's noise over 5 (a mean of 25 pixels).
     dark = noise[mean <= np.quantile(mean, 0.2)]
     scatter = MAD_TO_SD * np.median(np.abs(dark - np.median(dark))) / 5.0
     integers = all(np.array_equal(p, np.round(p)) for p in planes)
@@ -134,6 +134,8 @@ def estimate_gain(images: np.ndarray | Sequence[np.ndarray], bins: int = BINS) -
             f"the noise ({5 * scatter:.2g} ADU) is too close to the data's integer step",
         )
     lo, hi = np.quantile(mean, [0.005, 0.999])
+    inside = (mean >= lo) & (mean <= hi)  # a few hot or saturated pixels do not set the bins
+    mean, noise = mean[inside], noise[inside]
     width = max((hi - lo) / bins, BIN_WIDTH * scatter, 1e-12)
     which = np.floor((mean - lo) / width).astype(int)
     centres, variances, weights = [], [], []
@@ -144,8 +146,7 @@ def estimate_gain(images: np.ndarray | Sequence[np.ndarray], bins: int = BINS) -
         # the variance of the samples within CLIP robust deviations: the median absolute
         # deviation alone reads a bin's mixture of variances (pixels of equal mean on a peak
         # and on a flank) low (0.85 of a known gain on simulated blobs, in a check while
-        # building this); clipping drops the
-        # few samples that structure still leaks into
+        # building this); clipping drops the few samples that structure still leaks into
         centre = np.median(n)
         sd = MAD_TO_SD * np.median(np.abs(n - centre))
         n = n[np.abs(n - centre) <= CLIP * max(sd, 1e-12)]
